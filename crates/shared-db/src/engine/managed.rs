@@ -1,0 +1,1 @@
+//! Managed engine (being written).

@@ -1,0 +1,11 @@
+//! shared-db: a MySQL-protocol operator in front of a MariaDB/MySQL engine.
+//!
+//! - [`protocol`]: the MySQL server side (handshake, auth, commands) and the raw relay to the
+//!   engine.
+//! - [`sql`]: statement classification (read / write / session / transaction control).
+//! - [`engine`]: the engine behind a node, external or managed (a `mariadbd` child process).
+//! - [`api`]: the HTTP status / management endpoint.
+//! - [`config`]: flags, config file and upstream environment variables.
+
+pub mod engine;
+pub mod sql;

@@ -1,0 +1,1 @@
+//! Statement classifier (being written).

@@ -1,0 +1,3 @@
+//! SQL handling: statement classification for routing.
+
+pub mod classify;
