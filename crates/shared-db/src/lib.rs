@@ -7,5 +7,10 @@
 //! - [`api`]: the HTTP status / management endpoint.
 //! - [`config`]: flags, config file and upstream environment variables.
 
+pub mod api;
+pub mod config;
 pub mod engine;
+pub mod node;
+pub mod protocol;
 pub mod sql;
+pub mod tls;

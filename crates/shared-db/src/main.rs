@@ -1,6 +1,94 @@
-//! `shared-db`: the operator binary (placeholder until the single-node operator lands).
+//! `shared-db`: the operator binary.
 
-fn main() {
-    eprintln!("shared-db: the operator is not implemented yet");
-    std::process::exit(2);
+use clap::{Parser, Subcommand};
+
+use shared_db::config::ServeArgs;
+use shared_db::node::Node;
+
+#[derive(Parser)]
+#[command(
+    name = "shared-db",
+    version,
+    about = "Replicated MySQL-compatible database operator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node: the MySQL protocol on EXT_DB_PORT (3307) and `/status` on UI_PORT (8008).
+    Serve(ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shared-db: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> std::process::ExitCode {
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shared-db: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let user = config.db_user.clone();
+    let node = match Node::start(config).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("shared-db: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let port = node.mysql_addr.port();
+    println!("shared-db is ready. Connect with:");
+    println!("  mysql -h 127.0.0.1 -P {port} -u {user} -p");
+    if let Some(file) = &node.password_file {
+        println!(
+            "  (password: DB_INIT_PASS was not set; the generated one is in {})",
+            file.display()
+        );
+    }
+    println!("Status: http://127.0.0.1:{}/status", node.http_addr.port());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,0 +1,3 @@
+//! HTTP endpoints on the UI/management port.
+
+pub mod status;

@@ -1,0 +1,347 @@
+//! One shared-db node: resolves its engine (managed or external), builds the MySQL front end,
+//! serves the MySQL and HTTP listeners, and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, EngineMode};
+use crate::engine::managed::{ManagedEngine, ManagedEngineConfig};
+use crate::protocol::auth::Verifier;
+use crate::protocol::backend::{
+    relayable_capabilities, Backend, EngineAddr, EngineInfo, EngineTarget,
+};
+use crate::protocol::frontend::{Counters, Frontend, Limits, Registry, Whitelist};
+use crate::protocol::handshake::LoginPolicy;
+use crate::protocol::pool::BackendPool;
+
+/// utf8mb4_general_ci, used until the engine tells us its default.
+const DEFAULT_COLLATION: u8 = 45;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Engine(#[from] crate::engine::managed::EngineError),
+    #[error("the external engine at {addr} is not usable: {reason}")]
+    ExternalEngine { addr: String, reason: String },
+    #[error("DB_INIT_PASS must be set when the engine is external (it is the engine account's password)")]
+    ExternalNeedsPassword,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Engine health as shown in `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineHealth {
+    Running,
+    Unreachable,
+    Restarting,
+    Stopped,
+}
+
+/// What the HTTP API reads.
+pub struct NodeState {
+    pub frontend: Arc<Frontend>,
+    pub engine_mode: &'static str,
+    pub engine_version: String,
+    pub mysql_port: u16,
+    health: watch::Receiver<EngineHealth>,
+}
+
+impl NodeState {
+    pub fn engine_state(&self) -> EngineHealth {
+        *self.health.borrow()
+    }
+}
+
+/// A started node; [`Node::shutdown`] stops it.
+pub struct Node {
+    pub state: Arc<NodeState>,
+    pub mysql_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// The password clients use, and where it came from (for the start-up hint).
+    pub password_file: Option<std::path::PathBuf>,
+    managed: Option<ManagedEngine>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let (password, password_file) = client_password(&config)?;
+
+        let (target, managed, mode) = match &config.engine {
+            EngineMode::Managed => {
+                let mut cfg = ManagedEngineConfig::new(config.data_dir.clone());
+                cfg.buffer_pool = config.engine_buffer_pool.clone();
+                cfg.max_connections =
+                    u32::try_from(config.engine_pool_size + 50).unwrap_or(u32::MAX);
+                let engine = ManagedEngine::start(cfg).await?;
+                let target = EngineTarget {
+                    addr: EngineAddr::Unix(engine.socket_path().to_path_buf()),
+                    user: engine.user().to_string(),
+                    password: engine.password().to_string(),
+                    connect_timeout: Duration::from_secs(10),
+                };
+                (target, Some(engine), "managed")
+            }
+            EngineMode::External { host, port } => {
+                let pass = config
+                    .db_init_pass
+                    .clone()
+                    .ok_or(NodeError::ExternalNeedsPassword)?;
+                let target = EngineTarget {
+                    addr: EngineAddr::Tcp {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                    user: config.db_user.clone(),
+                    password: pass,
+                    connect_timeout: Duration::from_secs(10),
+                };
+                (target, None, "external")
+            }
+        };
+
+        let info = probe_engine(&target, &config.init_db_name).await?;
+        let tls = crate::tls::acceptor(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir.join("tls"),
+        )?;
+        let policy = LoginPolicy {
+            user: config.db_user.clone(),
+            verifier: Verifier::from_password(&password),
+            server_version: format!("{}-shared-db", info.version),
+            capabilities: (relayable_capabilities() & info.capabilities)
+                | CapabilityFlags::CLIENT_CONNECT_ATTRS
+                | CapabilityFlags::CLIENT_PROTOCOL_41
+                | CapabilityFlags::CLIENT_SECURE_CONNECTION
+                | CapabilityFlags::CLIENT_PLUGIN_AUTH,
+            collation: info.collation,
+            tls: Some(tls),
+            require_tls: config.require_tls,
+            timeout: Duration::from_secs(10),
+        };
+        let pool = BackendPool::new(
+            target.clone(),
+            config.engine_pool_size,
+            Duration::from_secs(10),
+        );
+        let frontend = Arc::new(Frontend {
+            policy,
+            pool,
+            whitelist: Whitelist::parse(&config.whitelist).unwrap_or_default(),
+            limits: Limits {
+                max_connections: config.max_connections,
+                idle_timeout: config.idle_timeout,
+                max_packet: config.max_allowed_packet,
+                write_timeout: Duration::from_secs(60),
+            },
+            registry: Registry::default(),
+            counters: Counters::default(),
+            connections: Default::default(),
+        });
+
+        let mysql_addr = SocketAddr::new(config.bind, config.port);
+        let mysql = TcpListener::bind(mysql_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: mysql_addr,
+                source,
+            })?;
+        let http_addr = SocketAddr::new(config.bind, config.ui_port);
+        let http = TcpListener::bind(http_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: http_addr,
+                source,
+            })?;
+        let mysql_addr = mysql.local_addr().unwrap_or(mysql_addr);
+        let http_addr = http.local_addr().unwrap_or(http_addr);
+
+        let (health_tx, health) = watch::channel(EngineHealth::Running);
+        let state = Arc::new(NodeState {
+            frontend: Arc::clone(&frontend),
+            engine_mode: mode,
+            engine_version: info.version.clone(),
+            mysql_port: mysql_addr.port(),
+            health,
+        });
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop(mysql, Arc::clone(&frontend))));
+        let app = crate::api::status::router(Arc::clone(&state));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, app).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(watch_engine(
+            Arc::clone(&frontend),
+            managed.as_ref().map(ManagedEngine::subscribe),
+            health_tx,
+        )));
+        Ok(Node {
+            state,
+            mysql_addr,
+            http_addr,
+            password_file,
+            managed,
+            tasks,
+        })
+    }
+
+    /// Stops accepting clients, then stops a managed engine cleanly.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(engine) = self.managed {
+            engine.shutdown().await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, frontend: Arc<Frontend>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(crate::protocol::session::handle_connection(
+                    Arc::clone(&frontend),
+                    tcp,
+                    peer,
+                ));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Connects once to learn the engine's version, capabilities and collation, and creates
+/// `INIT_DB_NAME`. Retries for a bounded time (an external engine may still be starting).
+async fn probe_engine(target: &EngineTarget, init_db: &str) -> Result<EngineInfo, NodeError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let mut b =
+                Backend::connect(target, relayable_capabilities(), DEFAULT_COLLATION, None).await?;
+            let name = init_db.replace('`', "``");
+            b.query_drop(&format!("CREATE DATABASE IF NOT EXISTS `{name}`"))
+                .await?;
+            Ok::<_, crate::protocol::backend::BackendError>(b.info.clone())
+        };
+        match attempt.await {
+            Ok(info) => return Ok(info),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(engine = %target.addr, error = %e, "engine not usable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(NodeError::ExternalEngine {
+                    addr: target.addr.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Keeps the health flag current and drops pooled connections when the engine goes away.
+async fn watch_engine(
+    frontend: Arc<Frontend>,
+    managed: Option<watch::Receiver<crate::engine::managed::EngineState>>,
+    health: watch::Sender<EngineHealth>,
+) {
+    use crate::engine::managed::EngineState;
+    match managed {
+        Some(mut rx) => loop {
+            let h = match &*rx.borrow_and_update() {
+                EngineState::Running => EngineHealth::Running,
+                EngineState::Stopped => EngineHealth::Stopped,
+                EngineState::Failed { .. } => EngineHealth::Unreachable,
+                _ => EngineHealth::Restarting,
+            };
+            if h != EngineHealth::Running {
+                frontend.pool.clear_idle();
+            }
+            let _ = health.send(h);
+            if rx.changed().await.is_err() {
+                return;
+            }
+        },
+        None => loop {
+            let ok = Backend::connect(
+                frontend.engine(),
+                CapabilityFlags::CLIENT_PROTOCOL_41,
+                DEFAULT_COLLATION,
+                None,
+            )
+            .await
+            .is_ok();
+            let h = if ok {
+                EngineHealth::Running
+            } else {
+                EngineHealth::Unreachable
+            };
+            if !ok {
+                frontend.pool.clear_idle();
+            }
+            let _ = health.send(h);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        },
+    }
+}
+
+/// The client password: DB_INIT_PASS, or one generated once and kept in the data dir.
+fn client_password(config: &Config) -> Result<(String, Option<std::path::PathBuf>), NodeError> {
+    if let Some(p) = &config.db_init_pass {
+        return Ok((p.clone(), None));
+    }
+    let path = config.data_dir.join("client-password");
+    let io_err = |source| NodeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok((existing.trim().to_string(), Some(path)));
+    }
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &password).map_err(io_err)?;
+    Ok((password, Some(path)))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}

@@ -1,0 +1,540 @@
+//! One client connection from accept to close: admission, login, then the command loop that
+//! forwards each command to the session's engine connection and relays the answer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use tokio::net::TcpStream;
+
+use super::errors::SqlError;
+use super::frontend::Frontend;
+use super::handshake::{login, LoggedIn, LoginError};
+use super::packet::{PacketError, PacketIo};
+use super::pool::{AcquireError, Lease};
+use super::relay::{Expect, Relay, RelayError};
+use super::stream::BoxStream;
+use super::wire;
+use crate::protocol::backend::BackendError;
+
+/// Command bytes (the first byte of a command packet).
+mod cmd {
+    pub const QUIT: u8 = 0x01;
+    pub const INIT_DB: u8 = 0x02;
+    pub const QUERY: u8 = 0x03;
+    pub const FIELD_LIST: u8 = 0x04;
+    pub const STATISTICS: u8 = 0x09;
+    pub const PROCESS_KILL: u8 = 0x0C;
+    pub const PING: u8 = 0x0E;
+    pub const CHANGE_USER: u8 = 0x11;
+    pub const STMT_PREPARE: u8 = 0x16;
+    pub const STMT_EXECUTE: u8 = 0x17;
+    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
+    pub const STMT_CLOSE: u8 = 0x19;
+    pub const STMT_RESET: u8 = 0x1A;
+    pub const SET_OPTION: u8 = 0x1B;
+    pub const STMT_FETCH: u8 = 0x1C;
+    pub const RESET_CONNECTION: u8 = 0x1F;
+}
+
+/// Serves one accepted TCP connection to the end. Never panics on client input.
+pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    frontend.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let mut io = PacketIo::new(Box::new(tcp) as BoxStream);
+    let ip = peer.ip().to_canonical();
+
+    if !frontend.whitelist.allows(ip) {
+        frontend
+            .counters
+            .rejected_whitelist
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%ip, "connection refused: not in WHITELIST");
+        send_error(&mut io, &SqlError::host_not_allowed(&ip.to_string())).await;
+        return;
+    }
+    let open = frontend.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let _guard = ConnGuard(&frontend);
+    if open as usize > frontend.limits.max_connections {
+        frontend
+            .counters
+            .rejected_limit
+            .fetch_add(1, Ordering::Relaxed);
+        send_error(&mut io, &SqlError::too_many_connections()).await;
+        return;
+    }
+
+    let id = frontend.registry.next_id();
+    let logged_in = match login(&mut io, &frontend.policy, id, ip).await {
+        Ok(l) => l,
+        Err(LoginError::Refused(err)) => {
+            if err.code == 1045 {
+                frontend
+                    .counters
+                    .auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%ip, "login refused: wrong user or password");
+            }
+            send_error(&mut io, &err).await;
+            return;
+        }
+        Err(LoginError::Lost(reason)) => {
+            tracing::debug!(%ip, %reason, "client left during login");
+            return;
+        }
+    };
+
+    let lease = match frontend
+        .pool
+        .acquire(
+            logged_in.capabilities,
+            logged_in.collation,
+            logged_in.db.as_deref(),
+        )
+        .await
+    {
+        Ok(lease) => lease,
+        Err(e) => {
+            send_error(&mut io, &acquire_error(e)).await;
+            return;
+        }
+    };
+    io.max_packet = frontend.limits.max_packet;
+    let ok = wire::ok_packet(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT, 0);
+    if io.write_packet(&ok).await.is_err() || io.flush().await.is_err() {
+        frontend.pool.release(lease);
+        return;
+    }
+    frontend.registry.insert(id, lease.backend.thread_id);
+    let mut session = Session {
+        frontend: Arc::clone(&frontend),
+        id,
+        ip,
+        client: io,
+        lease: Some(lease),
+        login: logged_in,
+    };
+    session.run().await;
+    frontend.registry.remove(id);
+    if let Some(lease) = session.lease.take() {
+        frontend.pool.release(lease);
+    }
+}
+
+struct ConnGuard<'a>(&'a Frontend);
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Writes an ERR packet at the current sequence id, best effort, bounded.
+async fn send_error(io: &mut PacketIo<BoxStream>, err: &SqlError) {
+    let write = async {
+        io.write_packet(&err.to_payload()).await?;
+        io.flush().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+}
+
+fn acquire_error(e: AcquireError) -> SqlError {
+    match e {
+        AcquireError::Exhausted(_) => SqlError::too_many_connections(),
+        AcquireError::Backend(BackendError::Server { code, message, .. }) => {
+            SqlError::new(code, if code == 1049 { "42000" } else { "HY000" }, message)
+        }
+        AcquireError::Backend(BackendError::AuthFailed(m)) if m.starts_with("1049") => {
+            SqlError::new(1049, "42000", m.trim_start_matches("1049: ").to_string())
+        }
+        AcquireError::Backend(other) => SqlError::engine_unavailable(&other.to_string()),
+    }
+}
+
+/// What to do after a command.
+enum Next {
+    Continue,
+    Close,
+}
+
+struct Session {
+    frontend: Arc<Frontend>,
+    id: u32,
+    ip: IpAddr,
+    client: PacketIo<BoxStream>,
+    lease: Option<Lease>,
+    login: LoggedIn,
+}
+
+impl Session {
+    async fn run(&mut self) {
+        let mut payload = Vec::with_capacity(1024);
+        let mut raw = Vec::with_capacity(1024);
+        loop {
+            self.client.seq = 0;
+            raw.clear();
+            let read = tokio::time::timeout(
+                self.frontend.limits.idle_timeout,
+                self.client.read_packet(&mut payload, Some(&mut raw)),
+            )
+            .await;
+            match read {
+                Err(_) => {
+                    tracing::debug!(id = self.id, "closing idle connection");
+                    return;
+                }
+                Ok(Err(PacketError::TooLarge { limit, .. })) => {
+                    self.reply_error(&SqlError::packet_too_large(limit)).await;
+                    return;
+                }
+                Ok(Err(PacketError::OutOfOrder { .. })) => {
+                    self.reply_error(&SqlError::malformed("packet out of order"))
+                        .await;
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Ok(Ok(())) => {}
+            }
+            self.frontend
+                .counters
+                .commands
+                .fetch_add(1, Ordering::Relaxed);
+            let Some(&command) = payload.first() else {
+                self.reply_error(&SqlError::malformed("empty command"))
+                    .await;
+                return;
+            };
+            let next = self.dispatch(command, &payload, &raw).await;
+            if matches!(next, Next::Close) {
+                return;
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, command: u8, payload: &[u8], raw: &[u8]) -> Next {
+        match command {
+            cmd::QUIT => Next::Close,
+            cmd::QUERY => {
+                if let Some(kill) = parse_kill(&payload[1..]) {
+                    return self.kill(kill.id, kill.query_only).await;
+                }
+                self.forward(raw, Some(Expect::Results)).await
+            }
+            cmd::STMT_EXECUTE => self.forward(raw, Some(Expect::Results)).await,
+            cmd::INIT_DB
+            | cmd::PING
+            | cmd::STATISTICS
+            | cmd::STMT_RESET
+            | cmd::SET_OPTION
+            | cmd::RESET_CONNECTION => self.forward(raw, Some(Expect::Single)).await,
+            cmd::FIELD_LIST => self.forward(raw, Some(Expect::FieldList)).await,
+            cmd::STMT_PREPARE => self.forward(raw, Some(Expect::Prepare)).await,
+            cmd::STMT_FETCH => self.forward(raw, Some(Expect::Fetch)).await,
+            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => self.forward(raw, None).await,
+            cmd::PROCESS_KILL => match payload.get(1..5) {
+                Some(b) => {
+                    let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.kill(u64::from(id), false).await
+                }
+                None => {
+                    self.reply_error(&SqlError::malformed("COM_PROCESS_KILL without an id"))
+                        .await;
+                    Next::Continue
+                }
+            },
+            cmd::CHANGE_USER => self.change_user(payload).await,
+            other => {
+                self.reply_error(&SqlError::unknown_command(other)).await;
+                Next::Continue
+            }
+        }
+    }
+
+    /// Sends the client's command to the engine as it came and relays the answer.
+    async fn forward(&mut self, raw: &[u8], expect: Option<Expect>) -> Next {
+        let Some(lease) = self.lease.as_mut() else {
+            return Next::Close;
+        };
+        let backend = &mut lease.backend.io;
+        backend.seq = self.client.seq;
+        let sent = async {
+            backend.write_raw(raw).await?;
+            backend.flush().await
+        }
+        .await;
+        if sent.is_err() {
+            return self.engine_lost().await;
+        }
+        let Some(expect) = expect else {
+            return Next::Continue;
+        };
+        let relay = Relay::new(backend, &mut self.client);
+        match relay.run(expect).await {
+            Ok(_) => Next::Continue,
+            Err(RelayError::Backend(e)) => {
+                tracing::warn!(id = self.id, error = %e, "engine connection lost during a command");
+                self.engine_lost().await
+            }
+            Err(RelayError::Client(e)) => {
+                tracing::debug!(id = self.id, error = %e, "client went away mid-response");
+                // The engine connection may still be sending: it cannot be reused.
+                self.lease = None;
+                Next::Close
+            }
+        }
+    }
+
+    async fn engine_lost(&mut self) -> Next {
+        self.frontend
+            .counters
+            .engine_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.lease = None;
+        self.frontend.pool.clear_idle();
+        self.reply_error(&SqlError::engine_lost()).await;
+        Next::Close
+    }
+
+    async fn reply_error(&mut self, err: &SqlError) {
+        send_error(&mut self.client, err).await;
+    }
+
+    async fn reply_ok(&mut self) -> Next {
+        let ok = wire::ok_packet(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT, 0);
+        let sent = async {
+            self.client.write_packet(&ok).await?;
+            self.client.flush().await
+        };
+        match tokio::time::timeout(self.frontend.limits.write_timeout, sent).await {
+            Ok(Ok(())) => Next::Continue,
+            _ => Next::Close,
+        }
+    }
+
+    async fn kill(&mut self, id: u64, query_only: bool) -> Next {
+        match self.frontend.kill(id, query_only).await {
+            Ok(()) => {
+                let own = self.lease.as_ref().is_some_and(|l| {
+                    Some(l.backend.thread_id) == self.frontend.registry.engine_thread(id)
+                });
+                if own && !query_only {
+                    // KILL of one's own connection: the engine has closed it.
+                    self.lease = None;
+                    self.reply_error(&SqlError::new(1927, "70100", "Connection was killed"))
+                        .await;
+                    return Next::Close;
+                }
+                self.reply_ok().await
+            }
+            Err(e) => {
+                self.reply_error(&e).await;
+                Next::Continue
+            }
+        }
+    }
+
+    /// COM_CHANGE_USER: re-authenticate against the operator's account, then reset the engine
+    /// session and apply the requested database and character set.
+    async fn change_user(&mut self, payload: &[u8]) -> Next {
+        let secure = self
+            .login
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_SECURE_CONNECTION);
+        let Some(req) = ChangeUser::parse(&payload[1..], secure) else {
+            self.reply_error(&SqlError::malformed("COM_CHANGE_USER"))
+                .await;
+            return Next::Close;
+        };
+        let policy = &self.frontend.policy;
+        let native = req.plugin.is_none_or(|p| p == b"mysql_native_password");
+        let ok = req.user == policy.user.as_bytes()
+            && native
+            && policy.verifier.verify(&self.login.scramble, &req.token);
+        if !ok {
+            self.frontend
+                .counters
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            let user = String::from_utf8_lossy(&req.user).into_owned();
+            let err = SqlError::access_denied(&user, &self.ip.to_string(), !req.token.is_empty());
+            self.reply_error(&err).await;
+            return Next::Close;
+        }
+        let collation = req.collation.unwrap_or(self.login.collation);
+        let Some(lease) = self.lease.as_mut() else {
+            return Next::Close;
+        };
+        let target = self.frontend.pool.target().clone();
+        let db = req.db.as_deref().filter(|d| !d.is_empty());
+        let changed = async {
+            lease.backend.change_user(&target, db, collation).await?;
+            lease.backend.refresh_thread_id().await
+        };
+        match changed.await {
+            Ok(()) => {
+                self.frontend
+                    .registry
+                    .insert(self.id, lease.backend.thread_id);
+                self.login.db = db.map(<[u8]>::to_vec);
+                self.login.collation = collation;
+                self.reply_ok().await
+            }
+            Err(BackendError::AuthFailed(m)) | Err(BackendError::Protocol(m)) => {
+                self.reply_error(&SqlError::engine_unavailable(&m)).await;
+                Next::Close
+            }
+            Err(BackendError::Server { payload, .. }) => {
+                let sent = async {
+                    self.client.write_packet(&payload).await?;
+                    self.client.flush().await
+                };
+                let _ = sent.await;
+                Next::Continue
+            }
+            Err(_) => self.engine_lost().await,
+        }
+    }
+}
+
+/// A parsed COM_CHANGE_USER body.
+struct ChangeUser {
+    user: Vec<u8>,
+    token: Vec<u8>,
+    db: Option<Vec<u8>>,
+    collation: Option<u8>,
+    plugin: Option<Vec<u8>>,
+}
+
+impl ChangeUser {
+    fn parse(body: &[u8], secure: bool) -> Option<Self> {
+        let nul = |b: &[u8]| b.iter().position(|&c| c == 0);
+        let end = nul(body)?;
+        let user = body[..end].to_vec();
+        let mut rest = &body[end + 1..];
+        let token = if secure {
+            let len = usize::from(*rest.first()?);
+            let t = rest.get(1..1 + len)?.to_vec();
+            rest = &rest[1 + len..];
+            t
+        } else {
+            let e = nul(rest)?;
+            let t = rest[..e].to_vec();
+            rest = &rest[e + 1..];
+            t
+        };
+        let (db, mut rest) = match nul(rest) {
+            Some(e) => (Some(rest[..e].to_vec()), &rest[e + 1..]),
+            None => (None, &[][..]),
+        };
+        let mut collation = None;
+        if rest.len() >= 2 {
+            collation = Some(rest[0]);
+            rest = &rest[2..];
+        }
+        let plugin = nul(rest)
+            .map(|e| rest[..e].to_vec())
+            .filter(|p| !p.is_empty());
+        Some(ChangeUser {
+            user,
+            token,
+            db,
+            collation,
+            plugin,
+        })
+    }
+}
+
+/// A `KILL [HARD|SOFT] [CONNECTION|QUERY] [ID] <n>` statement.
+#[derive(Debug, PartialEq, Eq)]
+struct Kill {
+    id: u64,
+    query_only: bool,
+}
+
+fn parse_kill(sql: &[u8]) -> Option<Kill> {
+    let text = std::str::from_utf8(sql).ok()?;
+    let text = text.trim().trim_end_matches(';').trim();
+    let mut words = text.split_whitespace().peekable();
+    if !words.next()?.eq_ignore_ascii_case("kill") {
+        return None;
+    }
+    let mut query_only = false;
+    while let Some(w) = words.peek() {
+        if ["hard", "soft", "connection"]
+            .iter()
+            .any(|k| w.eq_ignore_ascii_case(k))
+        {
+            words.next();
+        } else if w.eq_ignore_ascii_case("query") {
+            query_only = true;
+            words.next();
+            if words.peek().is_some_and(|w| w.eq_ignore_ascii_case("id")) {
+                words.next();
+            }
+        } else {
+            break;
+        }
+    }
+    let id = words.next()?.parse().ok()?;
+    words.next().is_none().then_some(Kill { id, query_only })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_statements_are_recognised() {
+        let k = |s: &str| parse_kill(s.as_bytes());
+        assert_eq!(
+            k("KILL 5"),
+            Some(Kill {
+                id: 5,
+                query_only: false
+            })
+        );
+        assert_eq!(
+            k(" kill query 7 ;"),
+            Some(Kill {
+                id: 7,
+                query_only: true
+            })
+        );
+        assert_eq!(
+            k("KILL HARD CONNECTION 9"),
+            Some(Kill {
+                id: 9,
+                query_only: false
+            })
+        );
+        assert_eq!(
+            k("KILL SOFT QUERY ID 11"),
+            Some(Kill {
+                id: 11,
+                query_only: true
+            })
+        );
+        assert_eq!(k("KILL USER root"), None);
+        assert_eq!(k("KILL 5 6"), None);
+        assert_eq!(k("SELECT 1"), None);
+        assert_eq!(k("killer 5"), None);
+    }
+
+    #[test]
+    fn change_user_bodies_parse() {
+        let mut body = b"root\0".to_vec();
+        body.push(20);
+        body.extend_from_slice(&[7u8; 20]);
+        body.extend_from_slice(b"db1\0");
+        body.extend_from_slice(&[45, 0]);
+        body.extend_from_slice(b"mysql_native_password\0");
+        let c = ChangeUser::parse(&body, true).unwrap();
+        assert_eq!(c.user, b"root");
+        assert_eq!(c.token, vec![7u8; 20]);
+        assert_eq!(c.db.as_deref(), Some(&b"db1"[..]));
+        assert_eq!(c.collation, Some(45));
+        assert_eq!(c.plugin.as_deref(), Some(&b"mysql_native_password"[..]));
+        assert!(ChangeUser::parse(b"no-nul", true).is_none());
+        assert!(ChangeUser::parse(b"u\0\x14abc", true).is_none());
+    }
+}
