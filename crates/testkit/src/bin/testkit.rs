@@ -1,8 +1,9 @@
 //! `testkit`: starts throwaway servers for tests written outside Rust (Python, shell).
 //!
 //! ```text
-//! testkit [--mariadb N] [--etcd N]
+//! testkit [--mariadb N] [--mariadb-arg ARG]... [--etcd N]
 //! ```
+//! `--mariadb-arg` passes an extra argument to every `mariadbd` (e.g. `--max-allowed-packet=64M`).
 //! Starts the servers, prints one JSON line `{"mariadb": [...], "etcd": [...]}` with their
 //! connection details, then keeps them running until standard input closes or the process gets
 //! SIGINT/SIGTERM, and tears everything down.
@@ -10,10 +11,10 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use testkit::{Etcd, MariaDb};
+use testkit::{Etcd, MariaDb, MariaDbOptions};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: testkit [--mariadb N] [--etcd N]");
+    eprintln!("usage: testkit [--mariadb N] [--mariadb-arg ARG]... [--etcd N]");
     ExitCode::from(2)
 }
 
@@ -24,10 +25,15 @@ fn parse_count(v: Option<String>) -> Option<usize> {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut n_maria, mut n_etcd) = (0usize, 0usize);
+    let mut maria_opts = MariaDbOptions::default();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mariadb" => match parse_count(args.next()) {
                 Some(n) => n_maria = n,
+                None => return usage(),
+            },
+            "--mariadb-arg" => match args.next() {
+                Some(a) => maria_opts.extra_args.push(a),
                 None => return usage(),
             },
             "--etcd" => match parse_count(args.next()) {
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
 
     let mut maria = Vec::new();
     for _ in 0..n_maria {
-        match MariaDb::start() {
+        match MariaDb::start_with(maria_opts.clone()) {
             Ok(db) => maria.push(db),
             Err(e) => {
                 eprintln!("testkit: {e}");
