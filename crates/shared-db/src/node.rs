@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, EngineMode};
-use crate::engine::managed::{ManagedEngine, ManagedEngineConfig};
+use crate::engine::{EngineError, EngineState, ManagedEngine, ManagedEngineConfig};
 use crate::protocol::auth::Verifier;
 use crate::protocol::backend::{
     relayable_capabilities, Backend, EngineAddr, EngineInfo, EngineTarget,
@@ -26,7 +26,7 @@ const DEFAULT_COLLATION: u8 = 45;
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
-    Engine(#[from] crate::engine::managed::EngineError),
+    Engine(#[from] EngineError),
     #[error("the external engine at {addr} is not usable: {reason}")]
     ExternalEngine { addr: String, reason: String },
     #[error("DB_INIT_PASS must be set when the engine is external (it is the engine account's password)")]
@@ -62,11 +62,17 @@ pub struct NodeState {
     pub engine_version: String,
     pub mysql_port: u16,
     health: watch::Receiver<EngineHealth>,
+    managed: Option<Arc<ManagedEngine>>,
 }
 
 impl NodeState {
     pub fn engine_state(&self) -> EngineHealth {
         *self.health.borrow()
+    }
+
+    /// Pid of the managed `mariadbd`, if this node manages its engine and it runs.
+    pub fn engine_pid(&self) -> Option<u32> {
+        self.managed.as_ref().and_then(|m| m.pid())
     }
 }
 
@@ -77,7 +83,7 @@ pub struct Node {
     pub http_addr: SocketAddr,
     /// The password clients use, and where it came from (for the start-up hint).
     pub password_file: Option<std::path::PathBuf>,
-    managed: Option<ManagedEngine>,
+    managed: Option<Arc<ManagedEngine>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -102,7 +108,7 @@ impl Node {
                     password: engine.password().to_string(),
                     connect_timeout: Duration::from_secs(10),
                 };
-                (target, Some(engine), "managed")
+                (target, Some(Arc::new(engine)), "managed")
             }
             EngineMode::External { host, port } => {
                 let pass = config
@@ -186,6 +192,7 @@ impl Node {
             engine_version: info.version.clone(),
             mysql_port: mysql_addr.port(),
             health,
+            managed: managed.clone(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(accept_loop(mysql, Arc::clone(&frontend))));
@@ -197,7 +204,7 @@ impl Node {
         }));
         tasks.push(tokio::spawn(watch_engine(
             Arc::clone(&frontend),
-            managed.as_ref().map(ManagedEngine::subscribe),
+            managed.as_ref().map(|m| m.subscribe()),
             health_tx,
         )));
         Ok(Node {
@@ -272,10 +279,9 @@ async fn probe_engine(target: &EngineTarget, init_db: &str) -> Result<EngineInfo
 /// Keeps the health flag current and drops pooled connections when the engine goes away.
 async fn watch_engine(
     frontend: Arc<Frontend>,
-    managed: Option<watch::Receiver<crate::engine::managed::EngineState>>,
+    managed: Option<watch::Receiver<EngineState>>,
     health: watch::Sender<EngineHealth>,
 ) {
-    use crate::engine::managed::EngineState;
     match managed {
         Some(mut rx) => loop {
             let h = match &*rx.borrow_and_update() {

@@ -87,6 +87,10 @@ impl MariaDb {
         let dir = scratch_dir("mariadb")?;
         let datadir = dir.path().join("data");
         let log = dir.path().join("mariadbd.log");
+        // A private tmpdir: a starting mariadbd deletes every `#sql*` file in its tmpdir, which
+        // in a shared /tmp includes other servers' live temporary tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let user = current_user();
 
         let mut install = Command::new(install_db);
@@ -95,6 +99,7 @@ impl MariaDb {
             .arg(format!("--datadir={}", datadir.display()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--user={user}"))
             .arg("--innodb-log-file-size=16M");
         run(install)?;
@@ -107,6 +112,7 @@ impl MariaDb {
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--port={}", port.port()))
             .arg("--bind-address=127.0.0.1")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--user={user}"))
             .arg(format!(
                 "--pid-file={}",

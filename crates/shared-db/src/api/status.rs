@@ -29,6 +29,7 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
         "engine": {
             "mode": node.engine_mode,
             "state": node.engine_state(),
+            "pid": node.engine_pid(),
             "version": node.engine_version,
             "address": f.engine().addr.to_string(),
         },
