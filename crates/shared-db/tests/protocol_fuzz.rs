@@ -168,7 +168,7 @@ fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 /// Reads the rest of a response whose first packet was `first`; false if the connection closed.
 fn drain_response(s: &mut TcpStream, cmd: u8, first: &[u8]) -> bool {
     let is_eof = |p: &[u8]| p.first() == Some(&0xFE) && p.len() < 9;
-    let mut until_eof = |s: &mut TcpStream| loop {
+    let until_eof = |s: &mut TcpStream| loop {
         match read_packet(s) {
             Some((_, p)) if is_eof(&p) || p.first() == Some(&0xFF) => return true,
             Some(_) => {}
