@@ -17,7 +17,8 @@ pub struct ServeArgs {
     /// Directory for the node's state (managed engine datadir, TLS material, secrets).
     #[arg(long, env = "DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// External engine as `host` or `host:port` (default port 3306). Unset: managed engine.
+    /// External engine as `host`, `host:port` (default port 3306) or a Unix socket path.
+    /// Unset: managed engine.
     #[arg(long = "engine", env = "DB_COMPONENT_NAME")]
     pub engine: Option<String>,
     /// User clients log in as (and, for an external engine, the engine account).
@@ -116,6 +117,8 @@ pub enum ConfigError {
 pub enum EngineMode {
     Managed,
     External { host: String, port: u16 },
+    /// An engine on this host reached through its Unix socket.
+    ExternalSocket(PathBuf),
 }
 
 /// Fully resolved node settings.
@@ -156,7 +159,7 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// Parses `host` or `host:port` (IPv6 as `[::1]:3306`).
+/// Parses `host`, `host:port` (IPv6 as `[::1]:3306`) or an absolute Unix socket path.
 pub fn parse_engine(spec: &str) -> Result<EngineMode, ConfigError> {
     let bad = |m: &str| ConfigError::Invalid {
         key: "DB_COMPONENT_NAME",
@@ -165,6 +168,9 @@ pub fn parse_engine(spec: &str) -> Result<EngineMode, ConfigError> {
     let spec = spec.trim();
     if spec.is_empty() {
         return Ok(EngineMode::Managed);
+    }
+    if spec.starts_with('/') {
+        return Ok(EngineMode::ExternalSocket(PathBuf::from(spec)));
     }
     let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
         let (h, tail) = rest.split_once(']').ok_or_else(|| bad("missing `]`"))?;
@@ -305,6 +311,10 @@ mod tests {
             }
         );
         assert!(parse_engine("db:x").is_err());
+        assert_eq!(
+            parse_engine("/run/mysqld/mysqld.sock").unwrap(),
+            EngineMode::ExternalSocket("/run/mysqld/mysqld.sock".into())
+        );
     }
 
     #[test]

@@ -95,8 +95,16 @@ impl Node {
         })?;
         let (password, password_file) = client_password(&config)?;
 
-        let (target, managed, mode) = match &config.engine {
-            EngineMode::Managed => {
+        let external = match &config.engine {
+            EngineMode::Managed => None,
+            EngineMode::ExternalSocket(path) => Some(EngineAddr::Unix(path.clone())),
+            EngineMode::External { host, port } => Some(EngineAddr::Tcp {
+                host: host.clone(),
+                port: *port,
+            }),
+        };
+        let (target, managed, mode) = match external {
+            None => {
                 let mut cfg = ManagedEngineConfig::new(config.data_dir.clone());
                 cfg.buffer_pool = config.engine_buffer_pool.clone();
                 cfg.max_connections =
@@ -110,16 +118,13 @@ impl Node {
                 };
                 (target, Some(Arc::new(engine)), "managed")
             }
-            EngineMode::External { host, port } => {
+            Some(addr) => {
                 let pass = config
                     .db_init_pass
                     .clone()
                     .ok_or(NodeError::ExternalNeedsPassword)?;
                 let target = EngineTarget {
-                    addr: EngineAddr::Tcp {
-                        host: host.clone(),
-                        port: *port,
-                    },
+                    addr,
                     user: config.db_user.clone(),
                     password: pass,
                     connect_timeout: Duration::from_secs(10),

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Read-path benchmark for shared-db (not a test).
+
+Runs sysbench oltp_point_select and oltp_read_only at 1, 4 and 16 threads against one MariaDB
+directly and through one shared-db operator in front of that same MariaDB, in the same run, and
+prints QPS, p95 latency and the operator/direct ratio.
+
+    .venv/bin/python bench/shared_db_read.py [--time 15] [--tables 4] [--table-size 100000]
+
+Builds the release binaries first. Uses the testkit CLI to start the MariaDB (buffer pool 1G,
+binary log off) and stops everything at the end.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+os.environ.setdefault("SHARED_DB_TEST_PROFILE", "release")
+from conftest import MariaDbServers, Operator  # noqa: E402  (shared process helpers)
+
+
+def sysbench(test, port, pw, threads, seconds, tables, size, action="run"):
+    args = [
+        "sysbench", test, "--db-driver=mysql", "--mysql-host=127.0.0.1", f"--mysql-port={port}",
+        "--mysql-user=root", f"--mysql-password={pw}", "--mysql-db=test_db",
+        f"--tables={tables}", f"--table-size={size}", f"--threads={threads}",
+        f"--time={seconds}", "--report-interval=0", "--histogram=off", action,
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 600)
+    if out.returncode != 0:
+        raise SystemExit(f"sysbench failed: {out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def parse(report):
+    qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", report).group(1))
+    p95 = float(re.search(r"95th percentile:\s+([\d.]+)", report).group(1))
+    return qps, p95
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--time", type=int, default=15)
+    ap.add_argument("--tables", type=int, default=4)
+    ap.add_argument("--table-size", type=int, default=100_000)
+    ap.add_argument("--threads", default="1,4,16")
+    a = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "shared-db", "-p", "testkit"],
+                   cwd=ROOT, check=True)
+    engines = MariaDbServers(1, ["--innodb-buffer-pool-size=1G", "--max-connections=1000"])
+    engine = engines.info[0]
+    op = Operator(engine, {"RUST_LOG": "warn"})
+    try:
+        print(f"preparing {a.tables} x {a.table_size} rows ...", flush=True)
+        sysbench("oltp_read_only", engine["port"], engine["password"], 4, 0, a.tables,
+                 a.table_size, action="prepare")
+        rows = []
+        for test in ("oltp_point_select", "oltp_read_only"):
+            for threads in [int(t) for t in a.threads.split(",")]:
+                direct = parse(sysbench(test, engine["port"], engine["password"], threads,
+                                        a.time, a.tables, a.table_size))
+                through = parse(sysbench(test, op.port, engine["password"], threads, a.time,
+                                         a.tables, a.table_size))
+                rows.append((test, threads, direct, through))
+                print(f"{test:18} {threads:>3} thr  direct {direct[0]:>10.0f} qps p95 {direct[1]:>6.2f} ms"
+                      f"   operator {through[0]:>10.0f} qps p95 {through[1]:>6.2f} ms"
+                      f"   ratio {through[0] / direct[0]:.2f}", flush=True)
+        print()
+        print("| workload | threads | direct QPS | direct p95 ms | operator QPS | operator p95 ms | ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for test, threads, d, o in rows:
+            print(f"| {test} | {threads} | {d[0]:.0f} | {d[1]:.2f} | {o[0]:.0f} | {o[1]:.2f} | {o[0] / d[0]:.2f} |")
+    finally:
+        op.stop()
+        engines.stop()
+
+
+if __name__ == "__main__":
+    main()
