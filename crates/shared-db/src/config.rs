@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Seconds an idle client connection is kept.
     #[arg(long, env = "IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds a client has to complete its login.
+    #[arg(long, env = "LOGIN_TIMEOUT_SECS")]
+    pub login_timeout_secs: Option<u64>,
     /// Largest packet accepted from a client, in bytes.
     #[arg(long, env = "MAX_ALLOWED_PACKET")]
     pub max_allowed_packet: Option<usize>,
@@ -95,6 +98,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     engine_pool_size: Option<usize>,
     idle_timeout_secs: Option<u64>,
+    login_timeout_secs: Option<u64>,
     max_allowed_packet: Option<usize>,
     engine_buffer_pool: Option<String>,
 }
@@ -116,7 +120,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineMode {
     Managed,
-    External { host: String, port: u16 },
+    External {
+        host: String,
+        port: u16,
+    },
     /// An engine on this host reached through its Unix socket.
     ExternalSocket(PathBuf),
 }
@@ -142,6 +149,7 @@ pub struct Config {
     pub max_connections: usize,
     pub engine_pool_size: usize,
     pub idle_timeout: Duration,
+    pub login_timeout: Duration,
     pub max_allowed_packet: usize,
     pub engine_buffer_pool: String,
 }
@@ -262,6 +270,12 @@ impl ServeArgs {
                 self.idle_timeout_secs
                     .or(f.idle_timeout_secs)
                     .unwrap_or(28_800),
+            ),
+            login_timeout: Duration::from_secs(
+                self.login_timeout_secs
+                    .or(f.login_timeout_secs)
+                    .unwrap_or(10)
+                    .max(1),
             ),
             max_allowed_packet: self
                 .max_allowed_packet

@@ -151,7 +151,7 @@ impl Node {
             collation: info.collation,
             tls: Some(tls),
             require_tls: config.require_tls,
-            timeout: Duration::from_secs(10),
+            timeout: config.login_timeout,
         };
         let pool = BackendPool::new(
             target.clone(),

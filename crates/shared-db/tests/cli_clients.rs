@@ -55,6 +55,15 @@ fn plain_tls_and_refusals() {
     assert_eq!(status["engine"]["state"], "running");
     assert!(status["connections"]["auth_failures"].as_u64().unwrap() >= 1);
     assert!(status["version"].is_string());
+    // Statements were classified: CREATE and INSERT as writes, SELECT as a read.
+    assert!(
+        status["statements"]["write"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    assert!(
+        status["statements"]["read"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
 }
 
 #[test]

@@ -4,14 +4,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use common::raw::{framed, raw_login, read_packet};
+
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use mysql_common::constants::CapabilityFlags;
-use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
-use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::packets::{AuthPlugin, HandshakeResponse};
+use mysql_common::proto::MySerialize;
 use proptest::prelude::*;
 use shared_db::protocol::auth::Verifier;
 use shared_db::protocol::handshake::{login, LoginError, LoginPolicy};
@@ -60,13 +61,6 @@ fn login_with(bytes: Vec<u8>) -> Result<(), LoginError> {
     })
 }
 
-fn framed(seq: u8, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len().min(0xFF_FFFF);
-    let mut v = vec![len as u8, (len >> 8) as u8, (len >> 16) as u8, seq];
-    v.extend_from_slice(&payload[..len]);
-    v
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
 
@@ -110,59 +104,6 @@ proptest! {
         buf.truncate(cut.max(1));
         prop_assert!(login_with(framed(1, &buf)).is_err());
     }
-}
-
-/// Logs in over a raw socket (native password) and returns the stream.
-fn raw_login(port: u16, password: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let greeting = read_packet(&mut s).expect("greeting");
-    let hs = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.1)).unwrap();
-    let token = mysql_common::scramble::scramble_native(&hs.nonce(), password.as_bytes()).unwrap();
-    let resp = HandshakeResponse::new(
-        Some(token.to_vec()),
-        (10, 11, 0),
-        Some(&b"root"[..]),
-        None::<&[u8]>,
-        Some(AuthPlugin::MysqlNativePassword),
-        CapabilityFlags::CLIENT_PROTOCOL_41
-            | CapabilityFlags::CLIENT_SECURE_CONNECTION
-            | CapabilityFlags::CLIENT_PLUGIN_AUTH
-            | CapabilityFlags::CLIENT_MULTI_RESULTS,
-        None,
-        1 << 24,
-    );
-    let mut buf = Vec::new();
-    resp.serialize(&mut buf);
-    s.write_all(&framed(1, &buf)).unwrap();
-    let ok = read_packet(&mut s).expect("login answer");
-    assert_eq!(ok.1.first(), Some(&0), "login failed: {:?}", ok.1);
-    s
-}
-
-/// (sequence id, payload) of one packet, or None if the connection closed. Panics if the
-/// server neither answers nor closes within the read timeout: that is a hang.
-fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    fn check(r: std::io::Result<()>) -> Option<()> {
-        match r {
-            Ok(()) => Some(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("the operator neither answered nor closed the connection: {e}")
-            }
-            Err(_) => None,
-        }
-    }
-    let mut h = [0u8; 4];
-    check(s.read_exact(&mut h))?;
-    let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
-    let mut p = vec![0u8; len];
-    check(s.read_exact(&mut p))?;
-    Some((h[3], p))
 }
 
 /// Reads the rest of a response whose first packet was `first`; false if the connection closed.

@@ -45,6 +45,12 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
             "engine_connections_opened": f.pool.opened(),
         },
         "commands": c.commands.load(Ordering::Relaxed),
+        "statements": {
+            "read": c.statements_read.load(Ordering::Relaxed),
+            "write": c.statements_write.load(Ordering::Relaxed),
+            "session": c.statements_session.load(Ordering::Relaxed),
+            "transaction": c.statements_transaction.load(Ordering::Relaxed),
+        },
         "engine_errors": c.engine_errors.load(Ordering::Relaxed),
     }))
 }

@@ -63,6 +63,25 @@ pub struct Counters {
     pub auth_failures: AtomicU64,
     pub commands: AtomicU64,
     pub engine_errors: AtomicU64,
+    /// Text-protocol and prepared statements by classification (what replication will route).
+    pub statements_read: AtomicU64,
+    pub statements_write: AtomicU64,
+    pub statements_session: AtomicU64,
+    pub statements_transaction: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one classified statement.
+    pub fn count_statement(&self, kind: crate::sql::classify::StatementKind) {
+        use crate::sql::classify::StatementKind as K;
+        let c = match kind {
+            K::Read => &self.statements_read,
+            K::Write => &self.statements_write,
+            K::Session => &self.statements_session,
+            K::Transaction(_) => &self.statements_transaction,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Connection ids handed to clients start here, above the engine's own thread ids (which a

@@ -218,6 +218,7 @@ impl Session {
                 if let Some(kill) = parse_kill(&payload[1..]) {
                     return self.kill(kill.id, kill.query_only).await;
                 }
+                self.classify(&payload[1..]);
                 self.forward(raw, Some(Expect::Results)).await
             }
             cmd::STMT_EXECUTE => self.forward(raw, Some(Expect::Results)).await,
@@ -228,7 +229,10 @@ impl Session {
             | cmd::SET_OPTION
             | cmd::RESET_CONNECTION => self.forward(raw, Some(Expect::Single)).await,
             cmd::FIELD_LIST => self.forward(raw, Some(Expect::FieldList)).await,
-            cmd::STMT_PREPARE => self.forward(raw, Some(Expect::Prepare)).await,
+            cmd::STMT_PREPARE => {
+                self.classify(&payload[1..]);
+                self.forward(raw, Some(Expect::Prepare)).await
+            }
             cmd::STMT_FETCH => self.forward(raw, Some(Expect::Fetch)).await,
             cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => self.forward(raw, None).await,
             cmd::PROCESS_KILL => match payload.get(1..5) {
@@ -248,6 +252,15 @@ impl Session {
                 Next::Continue
             }
         }
+    }
+
+    /// Labels a statement (read / write / session / transaction control). On a single node
+    /// every statement runs on the local engine; the labels are counted for `/status` and are
+    /// what the replicated router acts on.
+    fn classify(&self, sql: &[u8]) {
+        let text = String::from_utf8_lossy(sql);
+        let class = crate::sql::classify::classify(&text);
+        self.frontend.counters.count_statement(class.kind);
     }
 
     /// Sends the client's command to the engine as it came and relays the answer.

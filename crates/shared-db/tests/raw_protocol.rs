@@ -1,0 +1,192 @@
+//! Exact-byte protocol checks a client library would hide: the auth switch for clients that
+//! start with `caching_sha2_password`, server-side cursors (COM_STMT_EXECUTE with a cursor,
+//! COM_STMT_FETCH), COM_SET_OPTION, COM_PROCESS_KILL, and the bounded login and idle waits.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::raw::{framed, greet, handshake_response, raw_login, read_packet};
+use common::Operator;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest};
+use mysql_common::proto::MyDeserialize;
+use testkit::MariaDb;
+
+#[test]
+fn caching_sha2_clients_are_switched_to_native_password() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[]);
+    let (mut s, nonce) = greet(op.port());
+    let sha2 = mysql_common::scramble::scramble_sha256(&nonce, db.password().as_bytes()).unwrap();
+    let resp = handshake_response("root", &sha2, AuthPlugin::CachingSha2Password);
+    s.write_all(&framed(1, &resp)).unwrap();
+    let (seq, switch) = read_packet(&mut s).expect("auth switch");
+    assert_eq!(
+        switch[0], 0xFE,
+        "expected an auth switch request: {switch:?}"
+    );
+    let req = AuthSwitchRequest::deserialize((), &mut ParseBuf(&switch)).unwrap();
+    assert_eq!(req.auth_plugin().as_bytes(), b"mysql_native_password");
+    let mut data = req.plugin_data().to_vec();
+    if data.last() == Some(&0) {
+        data.pop();
+    }
+    let token = mysql_common::scramble::scramble_native(&data, db.password().as_bytes()).unwrap();
+    s.write_all(&framed(seq + 1, &token)).unwrap();
+    let (_, ok) = read_packet(&mut s).expect("login answer");
+    assert_eq!(ok[0], 0x00, "login after the switch failed: {ok:?}");
+}
+
+fn command(s: &mut std::net::TcpStream, payload: &[u8]) {
+    s.write_all(&framed(0, payload)).unwrap();
+}
+
+fn is_eof(p: &[u8]) -> bool {
+    p.first() == Some(&0xFE) && p.len() < 9
+}
+
+fn eof_status(p: &[u8]) -> u16 {
+    u16::from_le_bytes([p[3], p[4]])
+}
+
+const CURSOR_EXISTS: u16 = 0x0040;
+const LAST_ROW_SENT: u16 = 0x0080;
+
+#[test]
+fn server_side_cursor_rows_come_with_fetch() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[]);
+    let mut s = raw_login(op.port(), db.password());
+
+    // COM_STMT_PREPARE
+    command(&mut s, b"\x16SELECT seq FROM test_db.seq_1_to_10");
+    let (_, ok) = read_packet(&mut s).unwrap();
+    assert_eq!(ok[0], 0x00, "{ok:?}");
+    let stmt = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    let columns = u16::from_le_bytes([ok[5], ok[6]]);
+    assert_eq!(columns, 1);
+    read_packet(&mut s).unwrap(); // column definition
+    assert!(is_eof(&read_packet(&mut s).unwrap().1));
+
+    // COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY: metadata only, cursor open.
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&stmt.to_le_bytes());
+    exec.push(0x01);
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    command(&mut s, &exec);
+    assert_eq!(read_packet(&mut s).unwrap().1, vec![1]); // one column
+    read_packet(&mut s).unwrap();
+    let eof = read_packet(&mut s).unwrap().1;
+    assert!(is_eof(&eof));
+    assert_ne!(eof_status(&eof) & CURSOR_EXISTS, 0, "no cursor was opened");
+
+    // COM_STMT_FETCH 4 rows at a time: 4 + 4 + 2, the last batch flagged.
+    let mut seen = Vec::new();
+    loop {
+        let mut fetch = vec![0x1C];
+        fetch.extend_from_slice(&stmt.to_le_bytes());
+        fetch.extend_from_slice(&4u32.to_le_bytes());
+        command(&mut s, &fetch);
+        let mut rows = 0;
+        let status = loop {
+            let (_, p) = read_packet(&mut s).unwrap();
+            assert_ne!(p[0], 0xFF, "fetch failed: {p:?}");
+            if is_eof(&p) {
+                break eof_status(&p);
+            }
+            // Binary row: 0x00 header, NULL bitmap (1 byte), then an 8-byte BIGINT UNSIGNED.
+            seen.push(u64::from_le_bytes(p[2..10].try_into().unwrap()));
+            rows += 1;
+        };
+        assert!(rows <= 4);
+        if status & LAST_ROW_SENT != 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<u64>>());
+
+    // The session is in a normal state afterwards.
+    command(&mut s, b"\x0E");
+    assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
+}
+
+#[test]
+fn set_option_and_process_kill() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[]);
+    let mut s = raw_login(op.port(), db.password());
+    // COM_SET_OPTION: MYSQL_OPTION_MULTI_STATEMENTS_ON answers EOF (or OK).
+    command(&mut s, &[0x1B, 0x00, 0x00]);
+    let p = read_packet(&mut s).unwrap().1;
+    assert!(p[0] == 0xFE || p[0] == 0x00, "{p:?}");
+    // COM_PROCESS_KILL of an id that is not a client of this node.
+    command(&mut s, &[0x0C, 0x01, 0x00, 0x00, 0x00]);
+    let p = read_packet(&mut s).unwrap().1;
+    assert_eq!(u16::from_le_bytes([p[1], p[2]]), 1094, "{p:?}");
+    // COM_PROCESS_KILL of another client by its connection id closes that client.
+    let (mut other, _) = {
+        let mut o = raw_login(op.port(), db.password());
+        command(&mut o, b"\x03SELECT CONNECTION_ID()");
+        (o, ())
+    };
+    let mut engine_id = None;
+    let mut eofs = 0;
+    while eofs < 2 {
+        let p = read_packet(&mut other).unwrap().1;
+        if is_eof(&p) {
+            eofs += 1;
+        } else if eofs == 1 {
+            engine_id = std::str::from_utf8(&p[1..])
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok());
+        }
+    }
+    let id = engine_id.expect("CONNECTION_ID() row");
+    let mut kill = vec![0x0C];
+    kill.extend_from_slice(&id.to_le_bytes());
+    command(&mut s, &kill);
+    assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
+    command(&mut other, b"\x03SELECT 1");
+    match read_packet(&mut other) {
+        None => {}
+        Some((_, p)) => assert_eq!(
+            p[0], 0xFF,
+            "a killed connection must not answer a query: {p:?}"
+        ),
+    }
+}
+
+#[test]
+fn silent_clients_are_disconnected_within_the_login_and_idle_timeouts() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(
+        &db,
+        &[("LOGIN_TIMEOUT_SECS", "1"), ("IDLE_TIMEOUT_SECS", "1")],
+    );
+    // Connects, reads the greeting, then says nothing.
+    let started = Instant::now();
+    let (mut s, _) = greet(op.port());
+    assert!(
+        read_packet(&mut s).is_none(),
+        "expected the operator to close the connection"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Logs in, then idles.
+    let mut s = raw_login(op.port(), db.password());
+    let started = Instant::now();
+    assert!(read_packet(&mut s).is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Meanwhile everyone else is served.
+    let (ok, out) = common::mariadb_cli(op.port(), db.password(), &[], "SELECT 1");
+    assert!(ok, "{out}");
+}
