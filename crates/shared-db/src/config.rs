@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Managed engine: InnoDB buffer pool size (e.g. `256M`, `1G`).
     #[arg(long, env = "ENGINE_BUFFER_POOL")]
     pub engine_buffer_pool: Option<String>,
+    /// Threads serving client connections (default: half the cores, at least 1).
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 /// The config file: the same keys as the long flags.

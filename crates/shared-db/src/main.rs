@@ -31,7 +31,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let workers = match &cli.command {
+        Command::Serve(args) => args.worker_threads,
+    }
+    .unwrap_or_else(default_workers);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shared-db: cannot start the async runtime: {e}");
@@ -41,6 +49,15 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
     }
+}
+
+/// Half the cores, at least one: the engine runs on the same machine and needs the rest. On a
+/// loopback-heavy 2-core box one worker also avoids cross-thread wake-ups that cost more CPU
+/// per query than they save.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).max(1))
+        .unwrap_or(1)
 }
 
 async fn serve(args: ServeArgs) -> std::process::ExitCode {
