@@ -303,26 +303,40 @@ async fn watch_engine(
                 return;
             }
         },
-        None => loop {
-            let ok = Backend::connect(
-                frontend.engine(),
-                CapabilityFlags::CLIENT_PROTOCOL_41,
-                DEFAULT_COLLATION,
-                None,
-            )
-            .await
-            .is_ok();
-            let h = if ok {
-                EngineHealth::Running
-            } else {
-                EngineHealth::Unreachable
-            };
-            if !ok {
-                frontend.pool.clear_idle();
+        None => {
+            // One kept connection, pinged every 2 s (bounded), reopened when it fails.
+            let mut probe: Option<Backend> = None;
+            loop {
+                let ok = match probe.as_mut() {
+                    Some(b) => matches!(
+                        tokio::time::timeout(Duration::from_secs(2), b.simple_command(0x0E, &[]))
+                            .await,
+                        Ok(Ok(_))
+                    ),
+                    None => false,
+                };
+                let ok = ok || {
+                    probe = Backend::connect(
+                        frontend.engine(),
+                        CapabilityFlags::CLIENT_PROTOCOL_41,
+                        DEFAULT_COLLATION,
+                        None,
+                    )
+                    .await
+                    .ok();
+                    probe.is_some()
+                };
+                if !ok {
+                    frontend.pool.clear_idle();
+                }
+                let _ = health.send(if ok {
+                    EngineHealth::Running
+                } else {
+                    EngineHealth::Unreachable
+                });
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            let _ = health.send(h);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        },
+        }
     }
 }
 
