@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Seconds an idle client connection is kept.
     #[arg(long, env = "IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds a write to a client may stall (a client that stops reading its results).
+    #[arg(long, env = "WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
     /// Seconds a client has to complete its login.
     #[arg(long, env = "LOGIN_TIMEOUT_SECS")]
     pub login_timeout_secs: Option<u64>,
@@ -102,6 +105,7 @@ struct FileConfig {
     engine_pool_size: Option<usize>,
     idle_timeout_secs: Option<u64>,
     login_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
     max_allowed_packet: Option<usize>,
     engine_buffer_pool: Option<String>,
 }
@@ -153,6 +157,7 @@ pub struct Config {
     pub engine_pool_size: usize,
     pub idle_timeout: Duration,
     pub login_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_allowed_packet: usize,
     pub engine_buffer_pool: String,
 }
@@ -278,6 +283,12 @@ impl ServeArgs {
                 self.login_timeout_secs
                     .or(f.login_timeout_secs)
                     .unwrap_or(10)
+                    .max(1),
+            ),
+            write_timeout: Duration::from_secs(
+                self.write_timeout_secs
+                    .or(f.write_timeout_secs)
+                    .unwrap_or(60)
                     .max(1),
             ),
             max_allowed_packet: self

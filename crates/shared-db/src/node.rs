@@ -166,7 +166,7 @@ impl Node {
                 max_connections: config.max_connections,
                 idle_timeout: config.idle_timeout,
                 max_packet: config.max_allowed_packet,
-                write_timeout: Duration::from_secs(60),
+                write_timeout: config.write_timeout,
             },
             registry: Registry::default(),
             counters: Counters::default(),

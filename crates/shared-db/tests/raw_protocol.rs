@@ -190,3 +190,48 @@ fn silent_clients_are_disconnected_within_the_login_and_idle_timeouts() {
     let (ok, out) = common::mariadb_cli(op.port(), db.password(), &[], "SELECT 1");
     assert!(ok, "{out}");
 }
+
+#[test]
+fn oversized_packets_get_1153_and_the_connection_is_closed() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[("MAX_ALLOWED_PACKET", "4096")]);
+    let mut s = raw_login(op.port(), db.password());
+    let mut query = b"\x03SELECT '".to_vec();
+    query.extend(std::iter::repeat_n(b'a', 5000));
+    query.push(b'\'');
+    command(&mut s, &query);
+    let (_, err) = read_packet(&mut s).expect("an ERR before closing");
+    assert_eq!(u16::from_le_bytes([err[1], err[2]]), 1153, "{err:?}");
+    assert!(read_packet(&mut s).is_none(), "connection should be closed");
+    // A query under the limit on another connection is fine.
+    let mut s = raw_login(op.port(), db.password());
+    command(&mut s, b"\x0E");
+    assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_within_the_write_timeout() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[("WRITE_TIMEOUT_SECS", "1")]);
+    let mut s = raw_login(op.port(), db.password());
+    // About 200 MB of results, never read.
+    command(
+        &mut s,
+        b"\x03SELECT REPEAT('x', 1000000) FROM test_db.seq_1_to_200",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = op.status();
+        if st["connections"]["active"] == 0 && st["connections"]["engine_pool_in_use"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stalled client still holds its session: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    let (ok, out) = common::mariadb_cli(op.port(), db.password(), &[], "SELECT 1");
+    assert!(ok, "{out}");
+}

@@ -5,6 +5,8 @@
 //! and column definitions are copied byte for byte. Physical packets are forwarded as they
 //! arrive, so a result larger than memory streams through.
 
+use std::time::Duration;
+
 use mysql_common::constants::StatusFlags;
 
 use super::packet::{PacketError, PacketIo, MAX_PAYLOAD};
@@ -75,15 +77,40 @@ pub struct Relay<'a> {
     pub client: &'a mut PacketIo<BoxStream>,
     buf: Vec<u8>,
     outcome: Outcome,
+    /// Longest a write to the client may stall (a client that stops reading).
+    write_timeout: Duration,
 }
 
 impl<'a> Relay<'a> {
-    pub fn new(backend: &'a mut PacketIo<BoxStream>, client: &'a mut PacketIo<BoxStream>) -> Self {
+    pub fn new(
+        backend: &'a mut PacketIo<BoxStream>,
+        client: &'a mut PacketIo<BoxStream>,
+        write_timeout: Duration,
+    ) -> Self {
         Relay {
             backend,
             client,
             buf: Vec::with_capacity(16 * 1024),
             outcome: Outcome::default(),
+            write_timeout,
+        }
+    }
+
+    /// Writes to the client, bounded: a client that stops reading loses its connection.
+    async fn to_client(&mut self, flush: bool) -> Result<(), RelayError> {
+        let write = async {
+            if !flush {
+                self.client.write_raw(&self.buf).await
+            } else {
+                self.client.flush().await
+            }
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(r) => r.map_err(|e| RelayError::Client(e.into())),
+            Err(_) => Err(RelayError::Client(PacketError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read its results in time",
+            )))),
         }
     }
 
@@ -105,10 +132,7 @@ impl<'a> Relay<'a> {
                 seen.head[seen.len..seen.len + take].copy_from_slice(&self.buf[4..4 + take]);
             }
             seen.len += len;
-            self.client
-                .write_raw(&self.buf)
-                .await
-                .map_err(|e| RelayError::Client(e.into()))?;
+            self.to_client(false).await?;
             self.outcome.sent_any = true;
             if len < MAX_PAYLOAD {
                 break;
@@ -134,10 +158,7 @@ impl<'a> Relay<'a> {
                 self.rows_until_eof().await?;
             }
         }
-        self.client
-            .flush()
-            .await
-            .map_err(|e| RelayError::Client(e.into()))?;
+        self.to_client(true).await?;
         Ok(self.outcome)
     }
 
@@ -226,10 +247,7 @@ impl<'a> Relay<'a> {
 
     /// LOAD DATA LOCAL INFILE: the client streams the file; forward it until the empty packet.
     async fn local_infile(&mut self) -> Result<(), RelayError> {
-        self.client
-            .flush()
-            .await
-            .map_err(|e| RelayError::Client(e.into()))?;
+        self.to_client(true).await?;
         loop {
             self.buf.clear();
             let len = self

@@ -281,7 +281,11 @@ impl Session {
         let Some(expect) = expect else {
             return Next::Continue;
         };
-        let relay = Relay::new(backend, &mut self.client);
+        let relay = Relay::new(
+            backend,
+            &mut self.client,
+            self.frontend.limits.write_timeout,
+        );
         match relay.run(expect).await {
             Ok(_) => Next::Continue,
             Err(RelayError::Backend(e)) => {
