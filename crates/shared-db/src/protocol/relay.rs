@@ -97,7 +97,7 @@ impl<'a> Relay<'a> {
     }
 
     /// Writes to the client, bounded: a client that stops reading loses its connection.
-    async fn to_client(&mut self, flush: bool) -> Result<(), RelayError> {
+    async fn send_to_client(&mut self, flush: bool) -> Result<(), RelayError> {
         let write = async {
             if !flush {
                 self.client.write_raw(&self.buf).await
@@ -132,7 +132,7 @@ impl<'a> Relay<'a> {
                 seen.head[seen.len..seen.len + take].copy_from_slice(&self.buf[4..4 + take]);
             }
             seen.len += len;
-            self.to_client(false).await?;
+            self.send_to_client(false).await?;
             self.outcome.sent_any = true;
             if len < MAX_PAYLOAD {
                 break;
@@ -158,7 +158,7 @@ impl<'a> Relay<'a> {
                 self.rows_until_eof().await?;
             }
         }
-        self.to_client(true).await?;
+        self.send_to_client(true).await?;
         Ok(self.outcome)
     }
 
@@ -247,7 +247,7 @@ impl<'a> Relay<'a> {
 
     /// LOAD DATA LOCAL INFILE: the client streams the file; forward it until the empty packet.
     async fn local_infile(&mut self) -> Result<(), RelayError> {
-        self.to_client(true).await?;
+        self.send_to_client(true).await?;
         loop {
             self.buf.clear();
             let len = self
