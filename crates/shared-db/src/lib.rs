@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod node;
+pub mod private_file;
 pub mod protocol;
 pub mod sql;
 pub mod tls;

@@ -2,7 +2,6 @@
 //! serves the MySQL and HTTP listeners, and shuts everything down in order.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -353,20 +352,7 @@ fn client_password(config: &Config) -> Result<(String, Option<std::path::PathBuf
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok((existing.trim().to_string(), Some(path)));
     }
-    let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes).map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
-    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, &password).map_err(io_err)?;
+    let password = crate::private_file::random_hex(12).map_err(io_err)?;
+    crate::private_file::write_private(&path, password.as_bytes()).map_err(io_err)?;
     Ok((password, Some(path)))
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
 }

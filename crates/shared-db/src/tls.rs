@@ -62,32 +62,17 @@ fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let cert =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(&key_path, cert.signing_key.serialize_pem().as_bytes())?;
+    crate::private_file::write_private(&key_path, cert.signing_key.serialize_pem().as_bytes())
+        .map_err(|source| TlsError::Write {
+            path: key_path.clone(),
+            source,
+        })?;
     std::fs::write(&cert_path, cert.cert.pem()).map_err(|source| TlsError::Write {
         path: cert_path.clone(),
         source,
     })?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate");
     Ok((cert_path, key_path))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| TlsError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    f.write_all(bytes).map_err(|source| TlsError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -29,19 +29,7 @@ async fn killed_engine_is_restarted_and_clients_recover() {
         let r = busy.query_drop("SELECT SLEEP(60)").await;
         (r, started.elapsed())
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = setup
-            .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE info = 'SELECT SLEEP(60)'")
-            .await
-            .unwrap()
-            .unwrap();
-        if n == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the long query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_running(&mut setup, "SELECT SLEEP(60)").await;
 
     let old_pid = engine_pid(&op).expect("managed engine pid in /status");
     // SAFETY: SIGKILL to the engine process the operator reported.

@@ -285,20 +285,7 @@ async fn kill_query_and_kill_connection_by_operator_or_engine_id() {
         let r = victim.query_first::<i64, _>("SELECT SLEEP(60)").await;
         (r, victim)
     });
-    // Wait until the sleep is running on the engine.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = killer
-            .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE info = 'SELECT SLEEP(60)'")
-            .await
-            .unwrap()
-            .unwrap();
-        if n == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "sleep never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_running(&mut killer, "SELECT SLEEP(60)").await;
     killer
         .query_drop(format!("KILL QUERY {victim_id}"))
         .await

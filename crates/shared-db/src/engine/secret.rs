@@ -4,8 +4,7 @@
 //! once, before the engine datadir is created, written atomically (temp file, fsync, rename) and
 //! never logged: [`Secret`]'s `Debug` output is redacted.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sha1::{Digest, Sha1};
@@ -67,41 +66,18 @@ fn restrict_mode(path: &Path) -> Result<(), EngineError> {
 
 /// Generates a new secret and stores it at `path` (mode 0600), replacing any previous file.
 pub(crate) fn create(path: &Path) -> Result<Secret, EngineError> {
-    let mut bytes = [0u8; SECRET_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| EngineError::Random(e.to_string()))?;
-    let secret = Secret(hex_lower(&bytes));
-    write_atomically(path, secret.as_str())?;
+    let secret = Secret(
+        crate::private_file::random_hex(SECRET_BYTES)
+            .map_err(|e| EngineError::Random(e.to_string()))?,
+    );
+    crate::private_file::write_private(path, secret.as_str().as_bytes())
+        .map_err(|e| EngineError::io("write", path, e))?;
     Ok(secret)
-}
-
-fn write_atomically(path: &Path, contents: &str) -> Result<(), EngineError> {
-    let tmp = path.with_extension("secret.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| EngineError::io("create", &tmp, e))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| EngineError::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| EngineError::io("rename into place", path, e))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 /// Makes a rename in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), EngineError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| EngineError::io("sync", dir, e))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::private_file::sync_dir(dir).map_err(|e| EngineError::io("sync", dir, e))
 }
 
 fn hex_upper(bytes: &[u8]) -> String {

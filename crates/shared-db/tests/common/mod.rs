@@ -151,3 +151,24 @@ pub fn mariadb_cli(port: u16, password: &str, args: &[&str], sql: &str) -> (bool
         ),
     )
 }
+
+/// Waits (bounded, 10 s) until the engine shows `sql` running in its process list.
+pub async fn wait_until_running(conn: &mut mysql_async::Conn, sql: &str) {
+    use mysql_async::prelude::Queryable;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.processlist WHERE info = ?",
+                (sql,),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "`{sql}` never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
