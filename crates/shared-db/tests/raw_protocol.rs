@@ -235,3 +235,18 @@ fn a_client_that_stops_reading_is_dropped_within_the_write_timeout() {
     let (ok, out) = common::mariadb_cli(op.port(), db.password(), &[], "SELECT 1");
     assert!(ok, "{out}");
 }
+
+#[test]
+fn an_unauthenticated_client_cannot_announce_a_huge_packet() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[]);
+    let (mut s, _) = greet(op.port());
+    // A handshake response header announcing 16 MiB - 1, with no body: refused at once, before
+    // anything is allocated or waited for.
+    let started = Instant::now();
+    s.write_all(&[0xFF, 0xFF, 0xFF, 0x01]).unwrap();
+    let (_, err) = read_packet(&mut s).expect("an ERR packet");
+    assert_eq!(u16::from_le_bytes([err[1], err[2]]), 1043, "{err:?}");
+    assert!(read_packet(&mut s).is_none());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -15,9 +15,13 @@ use mysql_common::proto::{MyDeserialize, MySerialize};
 use super::auth::{new_scramble, Verifier, SCRAMBLE_LEN};
 use super::errors::SqlError;
 use super::packet::{PacketError, PacketIo};
-use super::stream::BoxStream;
+use super::stream::{BoxStream, Prefixed};
 
 const NATIVE: &[u8] = b"mysql_native_password";
+
+/// Largest packet accepted before authentication (handshake responses are a few hundred bytes;
+/// connection attributes can add a few KiB).
+const LOGIN_PACKET_LIMIT: usize = 64 * 1024;
 
 /// What the front end needs to accept logins.
 pub struct LoginPolicy {
@@ -116,6 +120,9 @@ async fn login_inner(
     io.write_packet(&buf).await?;
     io.flush().await?;
 
+    // Until the client is authenticated only small packets are accepted.
+    let full_limit = io.max_packet;
+    io.max_packet = LOGIN_PACKET_LIMIT;
     let mut payload = Vec::new();
     io.read_packet(&mut payload, None).await?;
     let mut tls = false;
@@ -125,12 +132,14 @@ async fn login_inner(
         };
         let seq = io.seq;
         let plain = std::mem::replace(io, PacketIo::new(Box::new(tokio::io::duplex(1).0)));
+        let (read_ahead, stream) = plain.into_parts();
         let stream = acceptor
-            .accept(plain.into_inner())
+            .accept(Prefixed::new(read_ahead, stream))
             .await
             .map_err(|e| LoginError::Lost(format!("TLS handshake failed: {e}")))?;
         *io = PacketIo::new(Box::new(stream));
         io.seq = seq;
+        io.max_packet = LOGIN_PACKET_LIMIT;
         io.read_packet(&mut payload, None).await?;
         tls = true;
     }
@@ -176,6 +185,7 @@ async fn login_inner(
             !token.is_empty(),
         )));
     }
+    io.max_packet = full_limit;
     Ok(LoggedIn {
         user,
         db,

@@ -46,9 +46,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         }
     }
 
-    /// Gives back the stream (buffered data must have been consumed/flushed).
-    pub fn into_inner(self) -> S {
-        self.reader.into_inner().unsplit(self.writer.into_inner())
+    /// Gives back the stream and any bytes already read from it but not yet consumed (a
+    /// client may send its TLS ClientHello right behind the SSL request).
+    pub fn into_parts(self) -> (Vec<u8>, S) {
+        let buffered = self.reader.buffer().to_vec();
+        let stream = self.reader.into_inner().unsplit(self.writer.into_inner());
+        (buffered, stream)
     }
 
     /// True if bytes are already buffered (a pipelined packet is waiting).
@@ -59,6 +62,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     /// Reads one physical packet: returns its payload length and appends header+payload to `out`.
     /// Checks and advances the sequence id.
     pub async fn read_raw(&mut self, out: &mut Vec<u8>) -> Result<usize, PacketError> {
+        self.read_raw_limited(out, usize::MAX).await
+    }
+
+    /// Like [`PacketIo::read_raw`], refusing (before allocating) a packet longer than `limit`.
+    async fn read_raw_limited(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, PacketError> {
         let mut header = [0u8; 4];
         match self.reader.read_exact(&mut header).await {
             Ok(_) => {}
@@ -74,6 +86,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             });
         }
         self.seq = self.seq.wrapping_add(1);
+        if len > limit {
+            return Err(PacketError::TooLarge { size: len, limit });
+        }
         let start = out.len();
         out.extend_from_slice(&header);
         out.resize(start + 4 + len, 0);
@@ -101,13 +116,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let len = self.read_raw(&mut buf).await?;
-            if payload.len() + len > self.max_packet {
-                return Err(PacketError::TooLarge {
-                    size: payload.len() + len,
-                    limit: self.max_packet,
-                });
-            }
+            let remaining = self.max_packet.saturating_sub(payload.len());
+            let len = self
+                .read_raw_limited(&mut buf, remaining)
+                .await
+                .map_err(|e| match e {
+                    PacketError::TooLarge { size, .. } => PacketError::TooLarge {
+                        size: payload.len() + size,
+                        limit: self.max_packet,
+                    },
+                    other => other,
+                })?;
             payload.extend_from_slice(&buf[4..]);
             if let Some(r) = raw.as_deref_mut() {
                 r.extend_from_slice(&buf);
