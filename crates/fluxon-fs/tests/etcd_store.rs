@@ -45,6 +45,23 @@ async fn etcd_namespaces_isolate_stores() {
     assert_eq!(keys, vec![b"jobs/a"]);
     assert!(one.delete(b"jobs/a").await.unwrap());
     assert!(two.get(b"jobs/a").await.unwrap().is_some());
+
+    let root = connect(&etcd, "").await;
+    let everything = root.list_prefix(b"", None, 100).await.unwrap();
+    let keys: Vec<_> = everything.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(
+        keys,
+        vec![&b"/fluxon/two/jobs/a"[..], b"/fluxon/two/jobs/b"]
+    );
+}
+
+#[tokio::test]
+async fn etcd_zero_timeout_is_a_config_error() {
+    let endpoints = ["http://127.0.0.1:1".to_string()];
+    let err = EtcdStore::connect(&endpoints, "/x/", Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
 }
 
 #[tokio::test]

@@ -53,6 +53,9 @@ impl EtcdStore {
                 "etcd needs at least one endpoint".into(),
             ));
         }
+        if timeout.is_zero() {
+            return Err(StoreError::Config("etcd timeout must be above zero".into()));
+        }
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout);
@@ -215,7 +218,11 @@ impl EtcdStore {
             return Ok(Vec::new());
         }
         let full_prefix = self.full_key(prefix);
-        let start = self.full_key(&scan_start(prefix, start_after));
+        let mut start = self.full_key(&scan_start(prefix, start_after));
+        if start.is_empty() {
+            // etcd refuses an empty range key; "\0" is the smallest key it accepts.
+            start.push(0);
+        }
         let options = GetOptions::new()
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .with_sort(SortTarget::Key, SortOrder::Ascend);

@@ -64,6 +64,9 @@ impl BatchOp {
 }
 
 /// Writes applied atomically, only if every check holds. A key may appear in at most one op.
+///
+/// On etcd a batch is one `Txn`, so checks + ops are limited by the server's `--max-txn-ops`
+/// (128 by default); a larger batch is rejected by the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     pub checks: Vec<Check>,
