@@ -1,0 +1,3 @@
+//! fluxon-fs library; modules land as the product grows.
+
+pub mod store;
