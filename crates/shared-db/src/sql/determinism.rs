@@ -1176,7 +1176,17 @@ mod tests {
             To("SET PASSWORD FOR {acct} = PASSWORD('x')"),
         ),
         ("SET DEFAULT ROLE CURRENT_ROLE FOR u", No("CURRENT_ROLE")),
+        (
+            "GRANT SELECT ON db.* TO CURRENT_USER",
+            To("GRANT SELECT ON db.* TO {acct}"),
+        ),
+        (
+            "UPDATE t SET s = uUiD_sHoRt()",
+            To("UPDATE t SET s = {short}"),
+        ),
         // Refused functions in writes.
+        ("INSERT INTO t VALUES (/*! SLEEP(1) */ 1)", No("SLEEP()")),
+        ("DO SOURCE_POS_WAIT('f', 4)", No("SOURCE_POS_WAIT()")),
         (
             "INSERT INTO t VALUES (LOAD_FILE('/etc/passwd'))",
             No("LOAD_FILE()"),

@@ -1,4 +1,5 @@
-//! SQL handling: statement classification for routing.
+//! SQL handling: statement classification for routing, and text-level determinism for
+//! replicated writes.
 
 pub mod classify;
 pub mod determinism;
