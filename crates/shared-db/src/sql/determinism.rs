@@ -535,7 +535,7 @@ impl<'s> Stmt<'s> {
         let f = self.first();
         (f + 1..self.toks.len().min(f + 24))
             .take_while(|&i| !self.punct(i, "(") && !self.word(i, "as"))
-            .find(|&i| self.is_any(i, OBJECTS))
+            .find(|&i| self.is_any(i, OBJECTS) && !self.punct(i - 1, "="))
     }
 
     fn is_any(&self, i: usize, kws: &[&str]) -> bool {
@@ -658,7 +658,7 @@ impl<'s> Stmt<'s> {
                 .strip_prefix("session.")
                 .or_else(|| name.strip_prefix("local."))
                 .unwrap_or(&name);
-            if !is_set && !CONTEXT_VARS.contains(&bare) {
+            if !is_set && !self.is_assigned(i) && !CONTEXT_VARS.contains(&bare) {
                 return Err(format!(
                     "@@{name} may differ between nodes; only variables carried by the \
                      statement context ({}) may be used in a write",
@@ -667,6 +667,15 @@ impl<'s> Stmt<'s> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the token at `i` is the target of `SET x = ...` (in a stored program body),
+    /// not a read.
+    fn is_assigned(&self, i: usize) -> bool {
+        let after_set = i > 0
+            && (self.word(i - 1, "set")
+                || (self.kind == Kind::Program && self.punct(i - 1, ",") && self.depth[i] == 0));
+        after_set && (self.punct(i + 1, "=") || self.punct(i + 1, ":="))
     }
 
     /// `LIMIT` without `ORDER BY` in the same query block of a write.
@@ -782,9 +791,19 @@ impl<'s> Stmt<'s> {
             "delayed",
             "low_priority",
             "high_priority",
+            "key",
+            "index",
         ];
         if i == 0 {
             return true;
+        }
+        // `CREATE INDEX i ON user (a)`.
+        let index_table = self.word(i - 1, "on")
+            && self
+                .object_word()
+                .is_some_and(|o| self.word(o, "index") && o < i);
+        if index_table {
+            return false;
         }
         !(self.punct(i - 1, ".") || self.is_any(i - 1, TABLE_INTRO))
     }
@@ -1376,6 +1395,32 @@ mod tests {
             No("EVENT"),
         ),
         ("CREATE TABLE event (id INT)", Same),
+        ("CREATE INDEX i ON user (a)", Same),
+        (
+            "CREATE TABLE t (id INT, KEY user (id), INDEX uuid (id))",
+            Same,
+        ),
+        (
+            "UPDATE t JOIN u ON USER() = u.name SET t.a = 1",
+            To("UPDATE t JOIN u ON {user} = u.name SET t.a = 1"),
+        ),
+        (
+            "CREATE DEFINER=user@localhost VIEW v AS SELECT UUID()",
+            No("UUID() in a view"),
+        ),
+        (
+            "CREATE PROCEDURE p() BEGIN SET @@session.sql_notes = 0; INSERT INTO t VALUES (1); END",
+            Same,
+        ),
+        (
+            "CREATE PROCEDURE p() BEGIN INSERT INTO t VALUES (@@server_id); END",
+            No("@@server_id"),
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE @@server_id = 1",
+            No("@@server_id"),
+        ),
+        ("CALL p(UUID())", To("CALL p({uuid})")),
         // Stored functions (not built-ins) are allowed.
         ("INSERT INTO t VALUES (my_func(1), db.other(2))", Same),
         // Multi-statement text.
