@@ -473,12 +473,20 @@ impl<'s> Stmt<'s> {
         self.toks.get(i).map_or("", |t| t.text(self.sql))
     }
 
-    /// Index of the first token that is not `(`.
+    /// Index of the statement's first keyword: the first token that is not `(`, after
+    /// MariaDB's `SET STATEMENT var = value, ... FOR` prefix.
     fn first(&self) -> usize {
-        self.toks
+        let f = self
+            .toks
             .iter()
             .position(|t| !t.is_punct(self.sql, "("))
-            .unwrap_or(self.toks.len())
+            .unwrap_or(self.toks.len());
+        if !(self.word(f, "set") && self.word(f + 1, "statement")) {
+            return f;
+        }
+        (f + 2..self.toks.len())
+            .find(|&i| self.depth[i] == 0 && self.word(i, "for"))
+            .map_or(f, |i| i + 1)
     }
 
     fn find_word(&self, from: usize, kw: &str) -> Option<usize> {
@@ -1421,6 +1429,14 @@ mod tests {
             No("@@server_id"),
         ),
         ("CALL p(UUID())", To("CALL p({uuid})")),
+        (
+            "SET STATEMENT max_statement_time = 5 FOR INSERT INTO t SELECT * FROM u",
+            No("INSERT ... SELECT"),
+        ),
+        (
+            "SET STATEMENT sql_mode = '' FOR UPDATE t SET a = UUID() LIMIT 1",
+            No("UPDATE ... LIMIT"),
+        ),
         // Stored functions (not built-ins) are allowed.
         ("INSERT INTO t VALUES (my_func(1), db.other(2))", Same),
         // Multi-statement text.
@@ -1562,6 +1578,13 @@ mod tests {
             format_datetime(1_795_322_456, 0, None),
             "2026-11-22 04:40:56"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_strings_do_not_panic(s in ".{0,200}") {
+            let _ = make_deterministic(&s, &mut FixedLiterals::default());
+        }
     }
 
     struct XorShift(u64);
