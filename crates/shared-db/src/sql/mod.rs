@@ -1,6 +1,8 @@
-//! SQL handling: statement classification for routing.
+//! SQL handling: statement classification for routing, and text-level determinism for
+//! replicated writes.
 
 pub mod classify;
+pub mod determinism;
 mod functions;
 mod lexer;
 mod split;
