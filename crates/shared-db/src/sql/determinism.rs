@@ -1650,7 +1650,7 @@ mod tests {
             let len = (rng.next() % 24) as usize;
             let mut s = String::new();
             for _ in 0..len {
-                if rng.next() % 4 == 0 {
+                if rng.next().is_multiple_of(4) {
                     let c = char::from_u32((rng.next() % 0x300) as u32).unwrap_or('?');
                     s.push(c);
                 } else {
