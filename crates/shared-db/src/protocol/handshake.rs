@@ -102,11 +102,13 @@ async fn login_inner(
     if policy.tls.is_some() {
         caps |= CapabilityFlags::CLIENT_SSL;
     }
+    let mut scramble_1 = [0u8; 8];
+    scramble_1.copy_from_slice(&scramble[..8]);
     let greeting = HandshakePacket::new(
         10,
         policy.server_version.as_bytes(),
         connection_id,
-        scramble[..8].try_into().unwrap_or([1; 8]),
+        scramble_1,
         // Part 2 of the scramble is sent NUL-terminated (auth data length 21).
         Some([&scramble[8..], &[0u8][..]].concat()),
         caps,
