@@ -15,8 +15,8 @@ use etcd_client::{
 };
 
 use super::{
-    prefix_end, scan_start, validate_batch, validate_key, Batch, BatchOp, BatchOutcome, CasOutcome,
-    Check, StateStore, StoreError, StoreFuture, Versioned,
+    prefix_end, scan_start, validate_batch, validate_key, Batch, BatchOp, BatchOutcome, Check,
+    StateStore, StoreError, StoreFuture, Versioned,
 };
 
 /// A [`StateStore`] on an etcd cluster, under a key namespace.
@@ -344,25 +344,6 @@ impl StateStore for EtcdStore {
 
     fn delete<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, bool> {
         Box::pin(self.delete_one(key))
-    }
-
-    fn compare_and_swap<'a>(
-        &'a self,
-        key: &'a [u8],
-        expected_version: Option<u64>,
-        new_value: Option<Vec<u8>>,
-    ) -> StoreFuture<'a, CasOutcome> {
-        let batch = Batch::new().check(key, expected_version);
-        let batch = match new_value {
-            Some(value) => batch.put(key, &value),
-            None => batch.delete(key),
-        };
-        Box::pin(async move {
-            Ok(match self.run_batch(batch).await? {
-                BatchOutcome::Applied { version } => CasOutcome::Swapped { version },
-                BatchOutcome::Conflict { current, .. } => CasOutcome::Conflict { current },
-            })
-        })
     }
 
     fn list_prefix<'a>(

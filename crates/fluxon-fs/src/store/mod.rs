@@ -151,13 +151,25 @@ pub trait StateStore: Send + Sync {
     fn delete<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, bool>;
 
     /// Writes `new_value` (`None` = delete) only if `key` is at `expected_version`
-    /// (`None` = must not exist).
+    /// (`None` = must not exist). A one-op conditional [`StateStore::batch`].
     fn compare_and_swap<'a>(
         &'a self,
         key: &'a [u8],
         expected_version: Option<u64>,
         new_value: Option<Vec<u8>>,
-    ) -> StoreFuture<'a, CasOutcome>;
+    ) -> StoreFuture<'a, CasOutcome> {
+        let batch = Batch::new().check(key, expected_version);
+        let batch = match new_value {
+            Some(value) => batch.put(key, &value),
+            None => batch.delete(key),
+        };
+        Box::pin(async move {
+            Ok(match self.batch(batch).await? {
+                BatchOutcome::Applied { version } => CasOutcome::Swapped { version },
+                BatchOutcome::Conflict { current, .. } => CasOutcome::Conflict { current },
+            })
+        })
+    }
 
     /// Up to `limit` entries whose key starts with `prefix`, in key order, strictly after
     /// `start_after` when given (pass the last key of the previous page to continue).

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{
-    prefix_end, scan_start, validate_batch, validate_key, Batch, BatchOp, BatchOutcome, CasOutcome,
-    StateStore, StoreError, StoreFuture, Versioned,
+    prefix_end, scan_start, validate_batch, validate_key, Batch, BatchOp, BatchOutcome, StateStore,
+    StoreError, StoreFuture, Versioned,
 };
 
 const ENTRIES: TableDefinition<&[u8], (u64, &[u8])> = TableDefinition::new("entries");
@@ -245,25 +245,6 @@ fn list_sync(
     Ok(out)
 }
 
-/// A single-op batch guarded by `key` being at `expected_version`.
-fn cas_batch(key: &[u8], expected_version: Option<u64>, new_value: Option<Vec<u8>>) -> Batch {
-    let key = key.to_vec();
-    let op = match new_value {
-        Some(value) => BatchOp::Put {
-            key: key.clone(),
-            value,
-        },
-        None => BatchOp::Delete { key: key.clone() },
-    };
-    Batch {
-        checks: vec![super::Check {
-            key,
-            expected_version,
-        }],
-        ops: vec![op],
-    }
-}
-
 fn applied_version(outcome: BatchOutcome) -> Result<u64, StoreError> {
     match outcome {
         BatchOutcome::Applied { version } => Ok(version),
@@ -292,21 +273,6 @@ impl StateStore for RedbStore {
         Box::pin(async move {
             validate_key(&key)?;
             self.run(move |db| delete_sync(db, &key)).await
-        })
-    }
-
-    fn compare_and_swap<'a>(
-        &'a self,
-        key: &'a [u8],
-        expected_version: Option<u64>,
-        new_value: Option<Vec<u8>>,
-    ) -> StoreFuture<'a, CasOutcome> {
-        let batch = cas_batch(key, expected_version, new_value);
-        Box::pin(async move {
-            Ok(match self.batch(batch).await? {
-                BatchOutcome::Applied { version } => CasOutcome::Swapped { version },
-                BatchOutcome::Conflict { current, .. } => CasOutcome::Conflict { current },
-            })
         })
     }
 
