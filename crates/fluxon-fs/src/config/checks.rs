@@ -113,3 +113,48 @@ pub(crate) fn record(
         errors.push(key_path, message);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_accepts_ips_and_names() {
+        for ok in ["0.0.0.0:34180", "[::1]:1", "localhost:80", "pd-0.svc:2379"] {
+            assert_eq!(host_port(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "host", ":80", "h:0", "h:65536", "http://h:80", "a b:1"] {
+            assert!(host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn http_url_needs_scheme_and_host() {
+        assert_eq!(http_url("https://h:4000/v1/prometheus"), Ok(()));
+        assert_eq!(http_url("http://h"), Ok(()));
+        for bad in ["h:80", "ftp://h", "http://", "http:///x"] {
+            assert!(http_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_prefixes() {
+        for ok in ["", "docs/", "a/b", "a/b/"] {
+            assert_eq!(scope_prefix(ok), Ok(()), "{ok}");
+        }
+        for bad in ["/", "/a/", "a//b/", "../a/", "a/./b", "/"] {
+            assert!(scope_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn export_names_and_paths() {
+        assert_eq!(export_name("demo-export"), Ok(()));
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\tb", "a\u{7}"] {
+            assert!(export_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(absolute_path(Path::new("/srv/x")), Ok(()));
+        assert!(absolute_path(Path::new("srv/x")).is_err());
+        assert!(absolute_path(Path::new("/srv/../etc")).is_err());
+    }
+}
