@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use fluxon_fs::config::{
-    AccessMode, AgentConfig, CacheConfig, ClientMasterConfig, ConfigError, MasterConfig, Secret,
+    AccessMode, AgentConfig, CacheConfig, ClientMasterConfig, ConfigError, ConfigFile,
+    MasterConfig, Secret,
 };
 use fluxon_fs::store::StoreConfig;
 

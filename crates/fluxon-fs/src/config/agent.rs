@@ -16,14 +16,12 @@
 //! `fluxon_fs.agent.instance_key` is ours: upstream took the agent's identity from a separate
 //! `kvclient` section, which this product does not have.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::cache::CacheSection;
 use super::checks::{self, record};
 use super::master::MasterSection;
-use super::{load_file, parse_and_validate, ConfigError, ValidationErrors};
+use super::{ConfigFile, ValidationErrors};
 
 /// The whole agent config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -48,19 +46,9 @@ pub struct AgentSection {
     pub instance_key: String,
 }
 
-impl AgentConfig {
-    /// Parses and validates an agent config; `origin` labels errors.
-    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        parse_and_validate(text, origin, Self::validate)
-    }
-
-    /// Reads, parses and validates the agent config file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        load_file(path.as_ref(), Self::from_yaml_str)
-    }
-
+impl ConfigFile for AgentConfig {
     /// Checks values serde cannot, naming each key path.
-    pub fn validate(&self) -> Result<(), ValidationErrors> {
+    fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let fs = &self.fluxon_fs;
         fs.master.validate_into("fluxon_fs.master", &mut errors);

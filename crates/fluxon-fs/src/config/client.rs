@@ -4,13 +4,11 @@
 //! (`fluxon_fs.cache`, the export snapshot). Both are wrapped in the top-level `fluxon_fs:` key
 //! so the same keys mean the same thing in every file.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::cache::CacheSection;
 use super::master::MasterSection;
-use super::{load_file, parse_and_validate, ConfigError, ValidationErrors};
+use super::{ConfigFile, ValidationErrors};
 
 /// Input of `set_master_config_yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -40,19 +38,9 @@ pub struct CacheFluxonFs {
     pub cache: CacheSection,
 }
 
-impl ClientMasterConfig {
-    /// Parses and validates; `origin` labels errors.
-    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        parse_and_validate(text, origin, Self::validate)
-    }
-
-    /// Reads, parses and validates the file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        load_file(path.as_ref(), Self::from_yaml_str)
-    }
-
+impl ConfigFile for ClientMasterConfig {
     /// Checks values serde cannot, naming each key path.
-    pub fn validate(&self) -> Result<(), ValidationErrors> {
+    fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         self.fluxon_fs
             .master
@@ -61,19 +49,9 @@ impl ClientMasterConfig {
     }
 }
 
-impl CacheConfig {
-    /// Parses and validates; `origin` labels errors.
-    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        parse_and_validate(text, origin, Self::validate)
-    }
-
-    /// Reads, parses and validates the file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        load_file(path.as_ref(), Self::from_yaml_str)
-    }
-
+impl ConfigFile for CacheConfig {
     /// Checks values serde cannot, naming each key path.
-    pub fn validate(&self) -> Result<(), ValidationErrors> {
+    fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         self.fluxon_fs
             .cache

@@ -18,14 +18,14 @@
 //!   cache: {...}                       # optional (default: no exports); see `cache`
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::access::BootstrapAccessModel;
 use super::cache::CacheSection;
 use super::checks::{self, record};
-use super::{load_file, parse_and_validate, ConfigError, ValidationErrors};
+use super::{ConfigFile, ValidationErrors};
 use crate::store::StoreConfig;
 
 /// The whole master config file.
@@ -71,19 +71,9 @@ pub struct MasterPanel {
     pub transfer_state_store: Option<StoreConfig>,
 }
 
-impl MasterConfig {
-    /// Parses and validates a master config; `origin` labels errors (usually the file path).
-    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        parse_and_validate(text, origin, Self::validate)
-    }
-
-    /// Reads, parses and validates the master config file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        load_file(path.as_ref(), Self::from_yaml_str)
-    }
-
+impl ConfigFile for MasterConfig {
     /// Checks values serde cannot: every problem found, each naming its key path.
-    pub fn validate(&self) -> Result<(), ValidationErrors> {
+    fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let fs = &self.fluxon_fs;
         fs.master.validate_into("fluxon_fs.master", &mut errors);

@@ -44,26 +44,30 @@ pub use error::{ConfigError, ValidationErrors, ValidationIssue};
 pub use master::{MasterConfig, MasterFluxonFs, MasterPanel, MasterSection};
 pub use secret::Secret;
 
-/// Parses `text` as `T`, then runs `validate`; errors carry `origin`.
-fn parse_and_validate<T: DeserializeOwned>(
-    text: &str,
-    origin: &str,
-    validate: impl FnOnce(&T) -> Result<(), ValidationErrors>,
-) -> Result<T, ConfigError> {
-    let value: T = serde_yaml::from_str(text).map_err(|e| ConfigError::parse(origin, &e))?;
-    validate(&value).map_err(|errors| ConfigError::invalid(origin, errors))?;
-    Ok(value)
-}
+/// A config file: parsed from YAML (unknown keys rejected by serde), then validated.
+///
+/// Each file type only says how it validates; parsing and loading are shared.
+pub trait ConfigFile: DeserializeOwned {
+    /// Checks values serde cannot, reporting every problem with its dotted key path.
+    fn validate(&self) -> Result<(), ValidationErrors>;
 
-/// Reads `path` and hands its text to `from_str` with the path as origin.
-fn load_file<T>(
-    path: &Path,
-    from_str: impl FnOnce(&str, &str) -> Result<T, ConfigError>,
-) -> Result<T, ConfigError> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        origin: origin.clone(),
-        source,
-    })?;
-    from_str(&text, &origin)
+    /// Parses and validates `text`; `origin` (usually the file path) labels errors.
+    fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let value: Self = serde_yaml::from_str(text).map_err(|e| ConfigError::parse(origin, &e))?;
+        value
+            .validate()
+            .map_err(|errors| ConfigError::invalid(origin, errors))?;
+        Ok(value)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            origin: origin.clone(),
+            source,
+        })?;
+        Self::from_yaml_str(&text, &origin)
+    }
 }
