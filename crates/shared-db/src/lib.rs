@@ -5,9 +5,11 @@
 //! - [`sql`]: statement classification (read / write / session / transaction control).
 //! - [`engine`]: the engine behind a node, external or managed (a `mariadbd` child process).
 //! - [`api`]: the HTTP status / management endpoint.
+//! - [`cluster`]: consensus, membership and the internal API of a cluster of nodes.
 //! - [`config`]: flags, config file and upstream environment variables.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod node;
