@@ -25,6 +25,7 @@ class Trace:
         return value
 
     def do(self, label: str, fn: Callable[[], Any]) -> Any:
+        label = self._norm(label)
         try:
             value = fn()
         except Exception as e:  # noqa: BLE001 - the exception is the result
@@ -35,6 +36,7 @@ class Trace:
         return value
 
     def note(self, label: str, value: Any) -> None:
+        label = self._norm(label)
         self.events.append((label, "ok", self._norm(value)))
 
     def result(self, label: str):

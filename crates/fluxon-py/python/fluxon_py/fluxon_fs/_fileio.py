@@ -43,16 +43,16 @@ def _validation_opener(_path: Any, flags: int) -> int:
 
 
 def _fileio_mode(flags: int) -> str:
+    """``FileIO.mode`` for these open flags (CPython's spelling: 'rb', 'rb+', 'wb', 'xb' ...)."""
     acc = flags & os.O_ACCMODE
+    readable = acc != os.O_WRONLY
     if flags & os.O_EXCL and flags & os.O_CREAT:
-        base = "xb"
-    elif flags & os.O_APPEND:
-        base = "ab"
-    elif flags & os.O_TRUNC or (flags & os.O_CREAT):
-        base = "wb"
-    else:
-        base = "rb"
-    return base + ("+" if acc == os.O_RDWR else "")
+        return "xb+" if readable else "xb"
+    if flags & os.O_APPEND:
+        return "ab+" if readable else "ab"
+    if readable:
+        return "rb+" if acc == os.O_RDWR else "rb"
+    return "wb"
 
 
 class RemoteRawIO(io.RawIOBase):
@@ -234,8 +234,6 @@ def open_remote(orig_open: Any, target: Any, file: Any, mode: str = "r", bufferi
     if opener is not None:
         raise ValueError("fluxon_fs: open() with opener= is not supported on a mounted path")
     binary = "b" in mode
-    if buffering == 0 and not binary:
-        raise ValueError("can't have unbuffered text I/O")
     name = os.fspath(file)
     session, export, rel = target.session, target.export, target.rel
 
@@ -279,7 +277,10 @@ def open_remote(orig_open: Any, target: Any, file: Any, mode: str = "r", bufferi
         if buffering < 0:
             buffering = REMOTE_BUFFER_SIZE
         if buffering == 0:
-            return raw
+            if binary:
+                return raw
+            # As io.open: the file was opened (and, for 'w', truncated) before this check.
+            raise ValueError("can't have unbuffered text I/O")
         if acc == os.O_RDWR:
             buffer = io.BufferedRandom(raw, buffering)
         elif acc == os.O_WRONLY:
