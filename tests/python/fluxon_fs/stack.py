@@ -14,15 +14,12 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]

@@ -175,3 +175,33 @@ def test_mount_root_itself(installed, mount_dir):
     with pytest.raises(IsADirectoryError):
         open(mount_dir)
     assert os.path.isdir(mount_dir)
+
+
+def test_many_threads_on_one_mount(installed, tmp_path):
+    import threading
+    base, on_export = installed
+    errors = []
+
+    def work(i):
+        try:
+            p = os.path.join(base, f"th-{i}.bin")
+            data = os.urandom(50_000 + i)
+            for _ in range(5):
+                with open(p, "wb") as f:
+                    f.write(data)
+                with open(p, "rb") as f:
+                    assert f.read() == data
+                assert os.path.getsize(p) == len(data)
+                local = tmp_path / f"l-{i}"
+                local.write_bytes(data[:10])
+                assert local.read_bytes() == data[:10]
+        except BaseException as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sorted(os.listdir(base)) == sorted(f"th-{i}.bin" for i in range(8))

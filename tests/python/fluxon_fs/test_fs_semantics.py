@@ -4,13 +4,11 @@ identical. A few assertions on the local trace make sure each scenario tests som
 
 import errno
 import glob
-import io
 import os
 import pathlib
 import shutil
 import stat
 
-import pytest
 
 BIG = bytes(range(256)) * 9000  # > 2 MiB: not inline, several buffer refills
 
@@ -217,7 +215,7 @@ def test_stat_and_os_path(compare):
                           st.st_ctime_ns is not None, len(tuple(st))))
     tr = compare(scenario)
     assert tr.result("mtime_ns")[2] == 1_600_000_000_987_654_321
-    assert tr.result(f"isfile:<base>/st.txt")[2] is True
+    assert tr.result("isfile:<base>/st.txt")[2] is True
 
 
 def test_directories(compare):

@@ -8,7 +8,7 @@ import sys
 _here = os.path.dirname(os.path.abspath(__file__))
 if importlib.util.find_spec("fluxon_py") is not None:
     try:
-        import fluxon_py._native  # noqa: F401
+        importlib.import_module("fluxon_py._native")
     except ImportError:
         sys.path.insert(0, os.path.dirname(_here))
         import local_native
