@@ -8,6 +8,8 @@
 //! - [`relpath`]: validation of export-relative paths (no `..`, no absolute paths).
 
 pub mod frame;
+pub mod http;
+pub mod master_api;
 pub mod message;
 pub mod relpath;
 pub mod scope;

@@ -204,9 +204,10 @@ pub enum Request {
     Fstat {
         handle: u64,
     },
-    /// Publishes a staged write (atomic rename) and releases the handle.
+    /// Releases the handle; publishes a staged write (atomic rename) unless `abort`.
     Close {
         handle: u64,
+        abort: bool,
     },
 }
 
