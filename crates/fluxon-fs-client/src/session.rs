@@ -86,6 +86,15 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("master_addr", &self.inner.master_addr)
+            .field("username", &self.inner.username)
+            .finish_non_exhaustive()
+    }
+}
+
 fn master_error(e: HttpError, timeout: Duration) -> ClientError {
     match e {
         HttpError::Timeout { addr, path, .. } => ClientError::Timeout {

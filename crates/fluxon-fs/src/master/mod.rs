@@ -61,11 +61,24 @@ pub struct MasterState {
 pub struct RunningMaster {
     pub addr: SocketAddr,
     server: JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl RunningMaster {
     pub fn abort(&self) {
         self.server.abort();
+    }
+
+    /// Stops serving and waits (bounded) until open HTTP connections are done, which releases
+    /// the access DB.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = &mut self.server;
+        if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+            self.server.abort();
+        }
     }
 }
 
@@ -121,13 +134,21 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         pull_interval_ms,
     });
     let app = api::router(state);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
             tracing::error!("master HTTP server stopped: {e}");
         }
     });
     tracing::info!(%addr, "fluxon-fs master serving");
-    Ok(RunningMaster { addr, server })
+    Ok(RunningMaster {
+        addr,
+        server,
+        stop: Some(stop),
+    })
 }
 
 fn restrict_permissions(path: &std::path::Path) {
