@@ -76,7 +76,10 @@ impl RunningMaster {
             let _ = stop.send(());
         }
         let server = &mut self.server;
-        if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .is_err()
+        {
             self.server.abort();
         }
     }
