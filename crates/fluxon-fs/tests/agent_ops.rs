@@ -272,7 +272,8 @@ fn small_files_come_back_inline_as_a_memfd() {
     let stack = Stack::start();
     std::fs::write(stack.path("small.txt"), b"tiny content").unwrap();
     let c = stack.client("ro", "ro-pw");
-    let f = c.open(EXPORT, "small.txt", flags(RD), 0).unwrap();
+    // A mode without O_CREAT is ignored, as by open(2).
+    let f = c.open(EXPORT, "small.txt", flags(RD), 0o666).unwrap();
     let fd = f.inline_fd().unwrap().expect("inline fd");
     // SAFETY: inline_fd hands us ownership of a fresh fd.
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };

@@ -99,7 +99,12 @@ impl ExportRoot {
         let target = if path.is_empty() { "." } else { path };
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         let flags = flags | OFlags::CLOEXEC;
-        let mode = Mode::from_raw_mode(mode);
+        // openat2 refuses a mode without O_CREAT (open(2) ignores it).
+        let mode = if flags.contains(OFlags::CREATE) {
+            Mode::from_raw_mode(mode)
+        } else {
+            Mode::empty()
+        };
         let mut attempts = 0;
         loop {
             match rustix::fs::openat2(&self.root, target, flags, mode, resolve) {
