@@ -1,4 +1,11 @@
-//! fluxon-fs library; modules land as the product grows.
+//! fluxon-fs: remote directory exports mounted into Python processes.
+//!
+//! - [`agent`]: serves export directories over the binary protocol (`fluxon-fs agent`).
+//! - [`master`]: control plane: access DB, logins and tokens, export registry (`fluxon-fs master`).
+//! - [`config`]: the YAML config files; [`store`]: the `StateStore` trait and backends.
 
+pub mod agent;
 pub mod config;
+pub mod master;
 pub mod store;
+pub mod up;

@@ -88,6 +88,9 @@ const AGENT_YAML: &str = r#"fluxon_fs:
     instance_key: demo_fs_master
   agent:
     instance_key: demo_fs_agent
+    listen_addr: 0.0.0.0:34190
+    advertise_addr: agent-host:34190
+    master_addr: 127.0.0.1:34180
   cache:
     exports:
       demo-export:
@@ -166,11 +169,29 @@ fn full_master_example_round_trips() {
 fn agent_example_parses_and_round_trips() {
     let config = AgentConfig::from_yaml_str(AGENT_YAML, "agent.yaml").unwrap();
     assert_eq!(config.fluxon_fs.agent.instance_key, "demo_fs_agent");
+    assert_eq!(config.fluxon_fs.agent.data_addr(), "agent-host:34190");
     assert_eq!(config.fluxon_fs.master.pull_interval_ms, None);
     let text = serde_yaml::to_string(&config).unwrap();
     assert_eq!(
         config,
         AgentConfig::from_yaml_str(&text, "again.yaml").unwrap()
+    );
+}
+
+#[test]
+fn agent_addresses_are_checked() {
+    let yaml = AGENT_YAML.replacen("    advertise_addr: agent-host:34190\n", "", 1);
+    let err = AgentConfig::from_yaml_str(&yaml, "agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fluxon_fs.agent.advertise_addr"), "{err}");
+    let yaml = AGENT_YAML.replacen("127.0.0.1:34180", "nowhere", 1);
+    let err = AgentConfig::from_yaml_str(&yaml, "agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fluxon_fs.agent.master_addr must be host:port"),
+        "{err}"
     );
 }
 

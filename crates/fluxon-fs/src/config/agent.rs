@@ -7,14 +7,18 @@
 //!     pull_interval_ms: 1000         # optional; the master's value wins at runtime
 //!   agent:
 //!     instance_key: demo_fs_agent    # required; unique per agent machine
+//!     listen_addr: 0.0.0.0:34190     # required; data endpoint bind address
+//!     advertise_addr: host:34190     # optional; what clients dial (required if listen_addr
+//!                                    # is a wildcard address)
+//!     master_addr: 127.0.0.1:34180   # required; the master's HTTP endpoint
 //!   cache:
 //!     exports:                       # the static exports this agent serves
 //!       demo-export:
 //!         remote_root_dir_abs: /tmp/fluxon_fs_demo/remote_root
 //! ```
 //!
-//! `fluxon_fs.agent.instance_key` is ours: upstream took the agent's identity from a separate
-//! `kvclient` section, which this product does not have.
+//! `fluxon_fs.agent` is ours: upstream took the agent's identity and addresses from a separate
+//! `kvclient` section and the KV cluster, which this product does not have.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +48,17 @@ pub struct AgentFluxonFs {
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
     pub instance_key: String,
+    pub listen_addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+    pub master_addr: String,
+}
+
+impl AgentSection {
+    /// The address clients dial: `advertise_addr`, else `listen_addr`.
+    pub fn data_addr(&self) -> &str {
+        self.advertise_addr.as_deref().unwrap_or(&self.listen_addr)
+    }
 }
 
 impl ConfigFile for AgentConfig {
@@ -57,6 +72,30 @@ impl ConfigFile for AgentConfig {
             "fluxon_fs.agent.instance_key",
             checks::identifier(&fs.agent.instance_key),
         );
+        let agent = &fs.agent;
+        for (key, value) in [
+            ("listen_addr", Some(&agent.listen_addr)),
+            ("advertise_addr", agent.advertise_addr.as_ref()),
+            ("master_addr", Some(&agent.master_addr)),
+        ] {
+            if let Some(value) = value {
+                record(
+                    &mut errors,
+                    format!("fluxon_fs.agent.{key}"),
+                    checks::host_port(value),
+                );
+            }
+        }
+        let wildcard = agent
+            .listen_addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified());
+        if wildcard && agent.advertise_addr.is_none() {
+            errors.push(
+                "fluxon_fs.agent.advertise_addr",
+                "is required when listen_addr is a wildcard address (clients cannot dial it)",
+            );
+        }
         if fs.agent.instance_key == fs.master.instance_key {
             errors.push(
                 "fluxon_fs.agent.instance_key",

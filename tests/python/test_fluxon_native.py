@@ -1,0 +1,209 @@
+"""Smoke test of the native extension `fluxon_py._native` against the real `fluxon-fs up`
+binary (master + agent): Session and File exactly as `_native.pyi` describes them, error
+types, inline memfds, atomic staged writes, appends, fork, and the generated example_mount.py
+(run when the pure-Python layer is installed)."""
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+_native = pytest.importorskip("fluxon_py._native")
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+FLUXON_FS = os.environ.get("FLUXON_FS_BIN", str(TARGET / "debug" / "fluxon-fs"))
+EXPORT = "demo-export"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Up:
+    """`fluxon-fs up --workdir W` in a child process, stopped at the end."""
+
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.workdir = Path(self.tmp.name) / "w"
+        self.master_port, self.agent_port = _free_port(), _free_port()
+        self.log = open(Path(self.tmp.name) / "up.log", "wb")
+        self.proc = subprocess.Popen(
+            [FLUXON_FS, "up", "--workdir", str(self.workdir),
+             "--master-port", str(self.master_port), "--agent-port", str(self.agent_port)],
+            stdout=subprocess.PIPE, stderr=self.log)
+        self._wait_ready(60)
+        self.master_addr = f"127.0.0.1:{self.master_port}"
+        self.password = (self.workdir / "fs_master" / "admin_password").read_text().strip()
+        self.root = self.workdir / "remote_root"
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        out = b""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"fluxon-fs up exited ({self.proc.poll()}): {out.decode()}")
+            out += line
+            if b"fluxon-fs up: ready" in line:
+                return
+        raise TimeoutError("fluxon-fs up did not get ready")
+
+    def session(self):
+        deadline = time.monotonic() + 20
+        while True:
+            s = _native.Session(self.master_addr, "admin", self.password, 5.0)
+            if EXPORT in s.exports():
+                return s
+            if time.monotonic() > deadline:
+                raise TimeoutError("export never came online")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
+        self.tmp.cleanup()
+
+
+@pytest.fixture(scope="module")
+def up():
+    u = Up()
+    yield u
+    u.stop()
+
+
+W = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def test_session_metadata_and_errors(up):
+    s = up.session()
+    assert s.master_instance_key() == "up_fs_master"
+    assert EXPORT in s.cache_config_yaml()
+    s.mkdir(EXPORT, "d", 0o755)
+    with pytest.raises(FileExistsError):
+        s.mkdir(EXPORT, "d")
+    st = s.stat(EXPORT, "d")
+    assert len(st) == 12 and (st[0] & 0o170000) == 0o040000
+    with pytest.raises(FileNotFoundError) as info:
+        s.stat(EXPORT, "d/missing")
+    assert info.value.filename == "d/missing"
+    with pytest.raises(PermissionError):
+        s.stat(EXPORT, "../escape")
+    with pytest.raises(PermissionError):
+        _native.Session(up.master_addr, "admin", "wrong", 5.0)
+    with pytest.raises(ValueError):
+        _native.Session(up.master_addr, "admin", up.password, -1.0)
+    assert s.listdir(EXPORT, "") == [("d", s.stat(EXPORT, "d", follow_symlinks=False))]
+    s.rmdir(EXPORT, "d")
+
+
+def test_files_inline_staged_append(up):
+    s = up.session()
+    f = s.open(EXPORT, "a.txt", W, 0o644)
+    assert f.inline_fd() is None
+    assert f.pwrite(0, b"hello ") == 6
+    assert f.pwrite(6, memoryview(b"world")) == 5
+    f.flush()
+    assert not (up.root / "a.txt").exists()  # published atomically on close
+    f.close()
+    f.close()  # idempotent
+    assert f.closed
+    assert (up.root / "a.txt").read_bytes() == b"hello world"
+
+    r = s.open(EXPORT, "a.txt", os.O_RDONLY)
+    fd = r.inline_fd()
+    assert fd is not None
+    with os.fdopen(fd, "rb") as memfd:
+        assert memfd.read() == b"hello world"
+    assert r.pread(6, 100) == b"world"
+    buf = bytearray(5)
+    assert r.readinto(0, memoryview(buf)) == 5 and bytes(buf) == b"hello"
+    assert r.size() == 11 and r.fstat()[6] == 11
+    r.close()
+
+    a = s.open(EXPORT, "a.txt", os.O_WRONLY | os.O_APPEND)
+    assert a.append(b"!") == 12
+    a.close()
+    assert (up.root / "a.txt").read_bytes() == b"hello world!"
+    with pytest.raises(FileExistsError):
+        s.open(EXPORT, "a.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    with pytest.raises(IsADirectoryError):
+        s.open(EXPORT, "", os.O_RDONLY)
+    s.rename(EXPORT, "a.txt", "b.txt")
+    s.truncate(EXPORT, "b.txt", 5)
+    assert (up.root / "b.txt").read_bytes() == b"hello"
+    s.unlink(EXPORT, "b.txt")
+
+
+def test_large_read_streams(up):
+    s = up.session()
+    data = os.urandom(9 * 1024 * 1024 + 7)
+    (up.root / "big.bin").write_bytes(data)
+    f = s.open(EXPORT, "big.bin", os.O_RDONLY)
+    assert f.inline_fd() is None
+    assert f.pread(0, len(data) + 100) == data
+    f.close()
+
+
+def test_symlink_escape_is_refused(up):
+    s = up.session()
+    os.symlink("/etc", up.root / "etc_link")
+    try:
+        with pytest.raises(PermissionError):
+            s.open(EXPORT, "etc_link/passwd", os.O_RDONLY)
+        assert s.readlink(EXPORT, "etc_link") == "/etc"
+    finally:
+        os.unlink(up.root / "etc_link")
+
+
+def test_fork_child_has_a_working_client(up):
+    s = up.session()
+    f = s.open(EXPORT, "forked.txt", W)
+    f.pwrite(0, b"parent")
+    f.close()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _native.after_fork_in_child()
+            g = s.open(EXPORT, "forked.txt", os.O_RDONLY)
+            ok = g.pread(0, 100) == b"parent"
+            g.close()
+            h = s.open(EXPORT, "child.txt", W)
+            h.pwrite(0, b"child")
+            h.close()
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (up.root / "child.txt").read_bytes() == b"child"
+    # The parent's client still works.
+    assert s.stat(EXPORT, "child.txt")[6] == 5
+
+
+def test_example_mount_script(up):
+    try:
+        import fluxon_py.fluxon_fs  # noqa: F401  (the pure-Python layer)
+    except ImportError:
+        pytest.skip("fluxon_py pure-Python layer not installed")
+    mount_dir = Path(up.tmp.name) / "mnt"
+    out = subprocess.run([sys.executable, str(up.workdir / "example_mount.py"), str(mount_dir)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (up.root / "hello_from_example_mount.txt").read_text() == "hello through fluxon-fs\n"
