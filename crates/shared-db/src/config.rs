@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cluster::auth::ClusterSecret;
+use crate::cluster::discovery::PeerSpec;
+
 /// `shared-db serve` options. Every field is optional here; [`ServeArgs::resolve`] applies the
 /// config file and the defaults.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -81,6 +84,48 @@ pub struct ServeArgs {
     /// Threads serving client connections (default: half the cores, at least 1).
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Raft node id (unique in the cluster). Unset: 1 for a node alone, otherwise a random id
+    /// generated once and kept in `<data dir>/raft/node-id`.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Comma list of the other nodes' internal API: `host[:port]` or `id=host[:port]`
+    /// (port default API_PORT).
+    #[arg(long, env = "PEERS")]
+    pub peers: Option<String>,
+    /// Shared secret every node-to-node request proves (HMAC). Required with peers.
+    #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (instead of CLUSTER_SECRET).
+    #[arg(long, env = "CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Host or IP under which peers and clients reach this node (default: the bind address,
+    /// or 127.0.0.1 when binding to all addresses).
+    #[arg(long, env = "ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// Flux app name: peers are discovered from the Flux API's locations of this app.
+    #[arg(long, env = "DB_APPNAME")]
+    pub db_appname: Option<String>,
+    /// Base URL of the Flux API used for discovery.
+    #[arg(long, env = "FLUX_API_URL")]
+    pub flux_api_url: Option<String>,
+    /// Join an existing cluster (learner, caught up, then voter) instead of forming one.
+    #[arg(long, env = "JOIN")]
+    pub join: Option<bool>,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "RAFT_HEARTBEAT_MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Lower bound of the randomised raft election timeout, in milliseconds.
+    #[arg(long, env = "RAFT_ELECTION_MIN_MS")]
+    pub raft_election_min_ms: Option<u64>,
+    /// Upper bound of the randomised raft election timeout, in milliseconds.
+    #[arg(long, env = "RAFT_ELECTION_MAX_MS")]
+    pub raft_election_max_ms: Option<u64>,
+    /// Take a snapshot (and compact the log) every this many log entries.
+    #[arg(long, env = "SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind the latest snapshot (for followers that are a little behind).
+    #[arg(long, env = "RAFT_KEEP_LOGS")]
+    pub raft_keep_logs: Option<u64>,
 }
 
 /// The config file: the same keys as the long flags.
@@ -108,6 +153,19 @@ struct FileConfig {
     write_timeout_secs: Option<u64>,
     max_allowed_packet: Option<usize>,
     engine_buffer_pool: Option<String>,
+    node_id: Option<u64>,
+    peers: Option<String>,
+    cluster_secret: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
+    advertise_host: Option<String>,
+    db_appname: Option<String>,
+    flux_api_url: Option<String>,
+    join: Option<bool>,
+    raft_heartbeat_ms: Option<u64>,
+    raft_election_min_ms: Option<u64>,
+    raft_election_max_ms: Option<u64>,
+    snapshot_logs: Option<u64>,
+    raft_keep_logs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +218,32 @@ pub struct Config {
     pub write_timeout: Duration,
     pub max_allowed_packet: usize,
     pub engine_buffer_pool: String,
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster settings as configured (see [`crate::cluster::ClusterSettings`] for the resolved
+/// form a node runs with).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: Option<u64>,
+    pub peers: Vec<PeerSpec>,
+    pub secret: Option<ClusterSecret>,
+    pub advertise_host: Option<String>,
+    pub db_appname: Option<String>,
+    pub flux_api_url: String,
+    pub join: bool,
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    pub snapshot_logs: u64,
+    pub keep_logs: u64,
+}
+
+impl ClusterConfig {
+    /// Peers, discovery or joining: this node takes part in a cluster of several.
+    pub fn is_multi(&self) -> bool {
+        !self.peers.is_empty() || self.db_appname.is_some() || self.join
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -245,7 +329,27 @@ impl ServeArgs {
             }
         })?;
         let max_connections = self.max_connections.or(f.max_connections).unwrap_or(1000);
+        let api_port = self.api_port.or(f.api_port).unwrap_or(7071);
+        let cluster = resolve_cluster(
+            ClusterArgs {
+                node_id: self.node_id.or(f.node_id),
+                peers: self.peers.or(f.peers),
+                secret: self.cluster_secret.or(f.cluster_secret),
+                secret_file: self.cluster_secret_file.or(f.cluster_secret_file),
+                advertise_host: self.advertise_host.or(f.advertise_host),
+                db_appname: self.db_appname.or(f.db_appname),
+                flux_api_url: self.flux_api_url.or(f.flux_api_url),
+                join: self.join.or(f.join),
+                heartbeat_ms: self.raft_heartbeat_ms.or(f.raft_heartbeat_ms),
+                election_min_ms: self.raft_election_min_ms.or(f.raft_election_min_ms),
+                election_max_ms: self.raft_election_max_ms.or(f.raft_election_max_ms),
+                snapshot_logs: self.snapshot_logs.or(f.snapshot_logs),
+                keep_logs: self.raft_keep_logs.or(f.raft_keep_logs),
+            },
+            api_port,
+        )?;
         Ok(Config {
+            cluster,
             data_dir: self
                 .data_dir
                 .or(f.data_dir)
@@ -260,7 +364,7 @@ impl ServeArgs {
             bind: self.bind.or(f.bind).unwrap_or(IpAddr::from([0, 0, 0, 0])),
             port: self.port.or(f.port).unwrap_or(3307),
             ui_port: self.ui_port.or(f.ui_port).unwrap_or(8008),
-            api_port: self.api_port.or(f.api_port).unwrap_or(7071),
+            api_port,
             whitelist,
             auth_master_only: self
                 .auth_master_only
@@ -301,6 +405,84 @@ impl ServeArgs {
                 .unwrap_or_else(|| "256M".into()),
         })
     }
+}
+
+struct ClusterArgs {
+    node_id: Option<u64>,
+    peers: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    advertise_host: Option<String>,
+    db_appname: Option<String>,
+    flux_api_url: Option<String>,
+    join: Option<bool>,
+    heartbeat_ms: Option<u64>,
+    election_min_ms: Option<u64>,
+    election_max_ms: Option<u64>,
+    snapshot_logs: Option<u64>,
+    keep_logs: Option<u64>,
+}
+
+fn resolve_cluster(a: ClusterArgs, api_port: u16) -> Result<ClusterConfig, ConfigError> {
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+    let peers = crate::cluster::discovery::parse_peers(a.peers.as_deref().unwrap_or(""), api_port)
+        .map_err(|m| invalid("PEERS", m))?;
+    let secret_text = match (a.secret, a.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "CLUSTER_SECRET",
+                "give CLUSTER_SECRET or CLUSTER_SECRET_FILE, not both".into(),
+            ))
+        }
+        (Some(s), None) => Some(s),
+        (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| {
+            invalid("CLUSTER_SECRET_FILE", format!("{}: {e}", path.display()))
+        })?),
+        (None, None) => None,
+    };
+    let secret = secret_text
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| ClusterSecret::new(&s).map_err(|m| invalid("CLUSTER_SECRET", m)))
+        .transpose()?;
+    let db_appname = a.db_appname.filter(|s| !s.trim().is_empty());
+    let cfg = ClusterConfig {
+        node_id: a.node_id,
+        peers,
+        secret,
+        advertise_host: a.advertise_host.filter(|s| !s.trim().is_empty()),
+        db_appname,
+        flux_api_url: a
+            .flux_api_url
+            .unwrap_or_else(|| "https://api.runonflux.io".into()),
+        join: a.join.unwrap_or(false),
+        heartbeat: Duration::from_millis(a.heartbeat_ms.unwrap_or(150)),
+        election_min: Duration::from_millis(a.election_min_ms.unwrap_or(500)),
+        election_max: Duration::from_millis(a.election_max_ms.unwrap_or(900)),
+        snapshot_logs: a.snapshot_logs.unwrap_or(10_000).max(1),
+        keep_logs: a.keep_logs.unwrap_or(1_000),
+    };
+    if cfg.node_id == Some(0) {
+        return Err(invalid("NODE_ID", "node ids start at 1".into()));
+    }
+    if cfg.is_multi() && cfg.secret.is_none() {
+        return Err(invalid(
+            "CLUSTER_SECRET",
+            "a node with peers (PEERS, DB_APPNAME or JOIN) needs the shared cluster secret".into(),
+        ));
+    }
+    if cfg.heartbeat.is_zero() || cfg.election_min <= cfg.heartbeat * 2 {
+        return Err(invalid(
+            "RAFT_HEARTBEAT_MS",
+            "the heartbeat must be positive and under half the election timeout".into(),
+        ));
+    }
+    if cfg.election_max <= cfg.election_min {
+        return Err(invalid(
+            "RAFT_ELECTION_MAX_MS",
+            "must be above RAFT_ELECTION_MIN_MS".into(),
+        ));
+    }
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -370,6 +552,48 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_need_a_secret_with_peers() {
+        let err = ServeArgs {
+            peers: Some("1=10.0.0.1,2=10.0.0.2:9000".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("CLUSTER_SECRET"), "{err}");
+        let c = ServeArgs {
+            peers: Some("1=10.0.0.1,2=10.0.0.2:9000".into()),
+            cluster_secret: Some("a-long-enough-secret".into()),
+            api_port: Some(17071),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.cluster.peers[0].addr, "10.0.0.1:17071");
+        assert_eq!(c.cluster.peers[1].id, Some(2));
+        assert_eq!(c.cluster.heartbeat, Duration::from_millis(150));
+        assert!(!format!("{:?}", c.cluster).contains("a-long-enough-secret"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "file-secret-0123456789\n").unwrap();
+        let c = ServeArgs {
+            join: Some(true),
+            cluster_secret_file: Some(f),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(c.cluster.secret.is_some());
+        let err = ServeArgs {
+            raft_election_min_ms: Some(900),
+            raft_election_max_ms: Some(500),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("RAFT_ELECTION_MAX_MS"), "{err}");
     }
 
     #[test]

@@ -9,12 +9,16 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::contract::{ReplicatedLog, StateMachine};
+use crate::cluster::discovery::with_port;
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::{Config, EngineMode};
 use crate::engine::{EngineError, EngineState, ManagedEngine, ManagedEngineConfig};
 use crate::protocol::auth::Verifier;
 use crate::protocol::backend::{
     relayable_capabilities, Backend, EngineAddr, EngineInfo, EngineTarget,
 };
+use crate::protocol::errors::SqlError;
 use crate::protocol::frontend::{Counters, Frontend, Limits, Registry, Whitelist};
 use crate::protocol::handshake::LoginPolicy;
 use crate::protocol::pool::BackendPool;
@@ -42,6 +46,8 @@ pub enum NodeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Engine health as shown in `/status`.
@@ -62,6 +68,9 @@ pub struct NodeState {
     pub mysql_port: u16,
     health: watch::Receiver<EngineHealth>,
     managed: Option<Arc<ManagedEngine>>,
+    /// This node's raft (a cluster of one when it has no peers).
+    pub cluster: Arc<Cluster>,
+    pub auth_master_only: bool,
 }
 
 impl NodeState {
@@ -80,6 +89,8 @@ pub struct Node {
     pub state: Arc<NodeState>,
     pub mysql_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The internal cluster API, served only when a cluster secret is configured.
+    pub api_addr: Option<SocketAddr>,
     /// The password clients use, and where it came from (for the start-up hint).
     pub password_file: Option<std::path::PathBuf>,
     managed: Option<Arc<ManagedEngine>>,
@@ -159,6 +170,7 @@ impl Node {
         );
         let frontend = Arc::new(Frontend {
             policy,
+            login_gate: Default::default(),
             pool,
             whitelist: Whitelist::parse(&config.whitelist).unwrap_or_default(),
             limits: Limits {
@@ -188,6 +200,27 @@ impl Node {
             })?;
         let mysql_addr = mysql.local_addr().unwrap_or(mysql_addr);
         let http_addr = http.local_addr().unwrap_or(http_addr);
+        let api = match &config.cluster.secret {
+            Some(_) => {
+                let addr = SocketAddr::new(config.bind, config.api_port);
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Bind { addr, source })?;
+                Some(l)
+            }
+            None => None,
+        };
+        let api_addr = api.as_ref().and_then(|l| l.local_addr().ok());
+
+        let settings = cluster_settings(
+            &config,
+            mysql_addr.port(),
+            api_addr.map_or(config.api_port, |a| a.port()),
+        )?;
+        let cluster = Cluster::start(settings, state_machine(&target)).await?;
+        if config.auth_master_only {
+            let _ = frontend.login_gate.set(master_only_gate(Arc::clone(&cluster)));
+        }
 
         let (health_tx, health) = watch::channel(EngineHealth::Running);
         let state = Arc::new(NodeState {
@@ -197,8 +230,18 @@ impl Node {
             mysql_port: mysql_addr.port(),
             health,
             managed: managed.clone(),
+            cluster: Arc::clone(&cluster),
+            auth_master_only: config.auth_master_only,
         });
         let mut tasks = Vec::new();
+        if let Some(listener) = api {
+            let c = Arc::clone(&cluster);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = c.serve(listener, placeholder_routes(Arc::clone(&c))).await {
+                    tracing::error!(error = %e, "internal API server stopped");
+                }
+            }));
+        }
         tasks.push(tokio::spawn(accept_loop(mysql, Arc::clone(&frontend))));
         let app = crate::api::status::router(Arc::clone(&state));
         tasks.push(tokio::spawn(async move {
@@ -215,6 +258,7 @@ impl Node {
             state,
             mysql_addr,
             http_addr,
+            api_addr,
             password_file,
             managed,
             tasks,
@@ -226,6 +270,7 @@ impl Node {
         for t in &self.tasks {
             t.abort();
         }
+        self.state.cluster.shutdown().await;
         if let Some(engine) = self.managed {
             engine.shutdown().await;
         }
@@ -355,4 +400,142 @@ fn client_password(config: &Config) -> Result<(String, Option<std::path::PathBuf
     let password = crate::private_file::random_hex(12).map_err(io_err)?;
     crate::private_file::write_private(&path, password.as_bytes()).map_err(io_err)?;
     Ok((password, Some(path)))
+}
+
+/// The state machine this node's raft drives.
+///
+/// TEMPORARY: the placeholder (records payloads in the engine) until the engine side of
+/// replication lands; this is the one place to swap it.
+fn state_machine(target: &EngineTarget) -> Arc<dyn StateMachine> {
+    Arc::new(crate::cluster::placeholder::PlaceholderStateMachine::new(
+        target,
+    ))
+}
+
+/// Internal API routes that go with the placeholder state machine (TEMPORARY):
+/// `POST /cluster/propose` appends the request body as one entry and answers
+/// `{"term","index","result"}` once it is applied on this node.
+fn placeholder_routes(cluster: Arc<Cluster>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    axum::Router::new()
+        .route(
+            "/cluster/propose",
+            axum::routing::post(
+                |axum::extract::State(c): axum::extract::State<Arc<Cluster>>,
+                 body: axum::body::Bytes| async move {
+                    match c.propose(body.to_vec(), Duration::from_secs(10)).await {
+                        Ok((pos, result)) => axum::Json(serde_json::json!({
+                            "term": pos.term,
+                            "index": pos.index,
+                            "result": String::from_utf8_lossy(&result),
+                        }))
+                        .into_response(),
+                        Err(e) => {
+                            let leader = match &e {
+                                crate::cluster::contract::ProposeError::NotLeader { leader } => {
+                                    leader.clone()
+                                }
+                                _ => None,
+                            };
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(serde_json::json!({
+                                    "error": e.to_string(),
+                                    "leader": leader,
+                                })),
+                            )
+                                .into_response()
+                        }
+                    }
+                },
+            ),
+        )
+        .with_state(cluster)
+}
+
+/// AUTH_MASTER_ONLY: followers refuse logins with an error naming the leader.
+fn master_only_gate(cluster: Arc<Cluster>) -> crate::protocol::frontend::LoginGate {
+    Arc::new(move || {
+        if cluster.is_leader() {
+            return Ok(());
+        }
+        let msg = match cluster.leader() {
+            Some(l) => format!(
+                "AUTH_MASTER_ONLY: node {} is not the leader; connect to the leader, node {} at {}",
+                cluster.node_id(),
+                l.id,
+                l.mysql_addr
+            ),
+            None => format!(
+                "AUTH_MASTER_ONLY: node {} is not the leader and no leader is elected; retry shortly",
+                cluster.node_id()
+            ),
+        };
+        Err(SqlError::new(1290, "HY000", msg))
+    })
+}
+
+/// Resolves this node's cluster identity and addresses.
+fn cluster_settings(
+    config: &Config,
+    mysql_port: u16,
+    api_port: u16,
+) -> Result<ClusterSettings, NodeError> {
+    let c = &config.cluster;
+    let raft_dir = config.data_dir.join("raft");
+    let node_id = match c.node_id {
+        Some(id) => id,
+        None if !c.is_multi() => 1,
+        None => stored_node_id(&raft_dir)?,
+    };
+    let host = c.advertise_host.clone().unwrap_or_else(|| {
+        if config.bind.is_unspecified() {
+            "127.0.0.1".into()
+        } else {
+            config.bind.to_string()
+        }
+    });
+    let addr = |port: u16| with_port(&host, port).unwrap_or_else(|| format!("{host}:{port}"));
+    Ok(ClusterSettings {
+        node_id,
+        raft_dir,
+        internal_addr: addr(api_port),
+        mysql_addr: addr(mysql_port),
+        peers: c.peers.clone(),
+        discovery: c
+            .db_appname
+            .clone()
+            .map(|app_name| crate::cluster::settings::Discovery {
+                app_name,
+                api_url: c.flux_api_url.clone(),
+            }),
+        secret: c.secret.clone(),
+        join: c.join,
+        heartbeat: c.heartbeat,
+        election_min: c.election_min,
+        election_max: c.election_max,
+        snapshot_logs: c.snapshot_logs,
+        keep_logs: c.keep_logs,
+    })
+}
+
+/// A random node id generated once and kept in `<raft dir>/node-id`.
+fn stored_node_id(raft_dir: &std::path::Path) -> Result<u64, NodeError> {
+    let path = raft_dir.join("node-id");
+    let io_err = |source| NodeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(id) = text.trim().parse::<u64>() {
+            return Ok(id);
+        }
+    }
+    std::fs::create_dir_all(raft_dir).map_err(io_err)?;
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+    let id = (u64::from_le_bytes(b) >> 2).max(2);
+    crate::private_file::write_private(&path, id.to_string().as_bytes()).map_err(io_err)?;
+    Ok(id)
 }

@@ -1,5 +1,31 @@
 //! Clustering: consensus over the replicated write log, membership and the internal API.
 //!
 //! - [`contract`]: the traits between consensus and the engine side (`replication`).
+//! - [`handle`]: [`Cluster`], one node's raft as the rest of shared-db uses it.
+//! - [`types`]: openraft's type configuration.
+//! - [`log_store`]: the durable log and vote (redb, group commit).
+//! - [`sm`]: openraft's state machine side, driving a [`contract::StateMachine`].
+//! - [`network`], [`server`], [`client`], [`auth`]: the internal HTTP API and its HMAC
+//!   authentication.
+//! - [`snapshot`]: snapshot files and their chunked, checksummed, resumable transfer.
+//! - [`bootstrap`], [`discovery`], [`settings`]: forming and joining a cluster.
+//! - [`placeholder`]: a TEMPORARY state machine used until the engine side lands.
 
+pub mod auth;
+pub mod bootstrap;
+pub mod client;
 pub mod contract;
+pub mod discovery;
+pub mod handle;
+pub mod http_get;
+pub mod log_store;
+pub mod network;
+pub mod placeholder;
+pub mod server;
+pub mod settings;
+pub mod sm;
+pub mod snapshot;
+pub mod types;
+
+pub use handle::{AddNode, Cluster, ClusterError, ClusterInfo, ClusterStatus, MemberInfo};
+pub use settings::ClusterSettings;

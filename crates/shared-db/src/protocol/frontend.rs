@@ -126,8 +126,14 @@ impl Registry {
     }
 }
 
+/// Decides, after a client's credentials were accepted, whether this node admits it
+/// (`AUTH_MASTER_ONLY`: only the leader does). An `Err` is sent to the client as is.
+pub type LoginGate = Arc<dyn Fn() -> Result<(), SqlError> + Send + Sync>;
+
 pub struct Frontend {
     pub policy: LoginPolicy,
+    /// Set once at start when logins depend on cluster state.
+    pub login_gate: std::sync::OnceLock<LoginGate>,
     pub pool: Arc<BackendPool>,
     pub whitelist: Whitelist,
     pub limits: Limits,

@@ -85,6 +85,14 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         }
     };
 
+    if let Some(gate) = frontend.login_gate.get() {
+        if let Err(err) = gate() {
+            tracing::info!(%ip, code = err.code, "login refused by the cluster gate");
+            send_error(&mut io, &err).await;
+            return;
+        }
+    }
+
     let lease = match frontend
         .pool
         .acquire(

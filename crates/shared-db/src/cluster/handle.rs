@@ -1,0 +1,469 @@
+//! [`Cluster`]: one node's raft (openraft over the internal API) as the rest of shared-db uses
+//! it: proposing entries, leader checks, waiting for the local applier, membership changes,
+//! status, and serving the internal API.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use super::auth::Verifier;
+use super::client::PeerClient;
+use super::contract::{
+    BoxFuture, LogPosition, NodeId, PeerInfo, ProposeError, ReplicatedLog, StateMachine,
+};
+use super::discovery::PeerSpec;
+use super::log_store::{LogStats, LogStore};
+use super::network::NetworkFactory;
+use super::settings::ClusterSettings;
+use super::sm::{SmShared, SmStore};
+use super::types::{position, Member, Raft};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Log(#[from] super::log_store::OpenError),
+    #[error("raft state: {0}")]
+    State(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A member as `/cluster/info` and `/status` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub internal_addr: String,
+    pub mysql_addr: String,
+    pub voter: bool,
+}
+
+/// `GET /cluster/info`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub id: NodeId,
+    pub internal_addr: String,
+    pub mysql_addr: String,
+    pub initialized: bool,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<PeerInfo>,
+    pub members: Vec<MemberInfo>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+}
+
+/// Replication progress of one peer, as the leader sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerProgress {
+    pub id: NodeId,
+    pub internal_addr: String,
+    pub mysql_addr: String,
+    pub voter: bool,
+    /// Highest index known replicated on that peer (leader only).
+    pub match_index: Option<u64>,
+    /// Entries the peer is behind the leader's log (leader only).
+    pub lag: Option<u64>,
+}
+
+/// The cluster part of `/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<PeerInfo>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub peers: Vec<PeerProgress>,
+    pub diverged: bool,
+    /// Why this node's raft stopped (a state machine or storage failure).
+    pub fatal: Option<String>,
+    pub log_fsyncs: u64,
+    pub log_entries_written: u64,
+    pub auth_refused: u64,
+}
+
+/// `POST /cluster/add-node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddNode {
+    pub id: NodeId,
+    pub internal_addr: String,
+    pub mysql_addr: String,
+}
+
+fn role(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// One node's membership in the cluster.
+pub struct Cluster {
+    pub(super) id: NodeId,
+    pub(super) me: Member,
+    pub(super) raft: Raft,
+    pub(super) client: PeerClient,
+    pub(super) verifier: Option<Arc<Verifier>>,
+    pub(super) sm: Arc<SmShared>,
+    log_stats: Arc<LogStats>,
+    diverged: AtomicBool,
+    pub(super) auth_refused: AtomicU64,
+    pub(super) settings: ClusterSettings,
+    /// Serialises snapshot receptions.
+    pub(super) receiving: tokio::sync::Mutex<()>,
+}
+
+impl Cluster {
+    /// Opens the raft state in `<data dir>/raft`, starts openraft driving `sm`, and starts
+    /// bootstrapping or joining in the background (see `docs/shared-db-cluster.md`).
+    pub async fn start(
+        settings: ClusterSettings,
+        sm: Arc<dyn StateMachine>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let log = LogStore::open(&settings.raft_dir.join("raft.redb"))?;
+        let log_stats = log.stats();
+        let (sm_store, sm_shared) = SmStore::open(sm, log.clone(), &settings.raft_dir)
+            .await
+            .map_err(ClusterError::State)?;
+        let config = openraft::Config {
+            cluster_name: "shared-db".into(),
+            heartbeat_interval: settings.heartbeat.as_millis() as u64,
+            election_timeout_min: settings.election_min.as_millis() as u64,
+            election_timeout_max: settings.election_max.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
+            max_in_snapshot_log_to_keep: settings.keep_logs,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let client = PeerClient::new(settings.secret.clone(), settings.node_id);
+        let network = NetworkFactory {
+            client: client.clone(),
+            id: settings.node_id,
+        };
+        let raft = Raft::new(settings.node_id, Arc::new(config), network, log, sm_store)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let me = Member {
+            internal_addr: settings.internal_addr.clone(),
+            mysql_addr: settings.mysql_addr.clone(),
+        };
+        let cluster = Arc::new(Cluster {
+            id: settings.node_id,
+            me,
+            raft,
+            verifier: settings
+                .secret
+                .clone()
+                .map(|s| Arc::new(Verifier::new(s))),
+            client,
+            sm: sm_shared,
+            log_stats,
+            diverged: AtomicBool::new(false),
+            auth_refused: AtomicU64::new(0),
+            settings,
+            receiving: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(super::bootstrap::run(Arc::clone(&cluster)));
+        Ok(cluster)
+    }
+
+    /// Serves the internal API (`/raft/*`, `/cluster/*`) and `extra` routes on `listener`, all
+    /// behind the cluster-secret authentication. Runs until the listener fails.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        extra: axum::Router,
+    ) -> std::io::Result<()> {
+        let app = super::server::router(Arc::clone(self), extra);
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    }
+
+    /// A signed client for any peer's internal API (every call takes a timeout).
+    pub fn peer_client(&self) -> PeerClient {
+        self.client.clone()
+    }
+
+    /// Marks this node diverged (its engine no longer matches the log); shown in `/status`.
+    pub fn set_diverged(&self, diverged: bool) {
+        if self.diverged.swap(diverged, Ordering::AcqRel) != diverged {
+            tracing::warn!(diverged, "divergence flag changed");
+        }
+    }
+
+    pub fn diverged(&self) -> bool {
+        self.diverged.load(Ordering::Acquire)
+    }
+
+    /// The index of the last entry applied on this node.
+    pub fn applied_index(&self) -> u64 {
+        *self.sm.applied_tx.borrow()
+    }
+
+    /// Waits until this node has applied `index` (true), or `timeout` passed (false).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.sm.applied_tx.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether this node currently believes it leads (no round trip; see
+    /// [`ReplicatedLog::ensure_leader`] for a confirmed answer).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// This node's raft has stopped (state machine or storage failure).
+    pub fn fatal(&self) -> Option<String> {
+        if let Some(m) = self.sm.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(m);
+        }
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    /// Members of the current membership config.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = m.voter_ids().collect();
+        m.nodes()
+            .map(|(id, n)| MemberInfo {
+                id: *id,
+                internal_addr: n.internal_addr.clone(),
+                mysql_addr: n.mysql_addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    pub fn info(&self) -> ClusterInfo {
+        let m = self.raft.metrics().borrow().clone();
+        let initialized = m.membership_config.membership().nodes().next().is_some();
+        ClusterInfo {
+            id: self.id,
+            internal_addr: self.me.internal_addr.clone(),
+            mysql_addr: self.me.mysql_addr.clone(),
+            initialized,
+            role: role(m.state).into(),
+            term: m.current_term,
+            leader: self.leader(),
+            members: self.members(),
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+        }
+    }
+
+    pub async fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let commit = match tokio::time::timeout(
+            Duration::from_secs(1),
+            self.raft.with_raft_state(|st| st.committed.map(|l| l.index)),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            _ => None,
+        };
+        let last = m.last_log_index.unwrap_or(0);
+        let matched: BTreeMap<NodeId, Option<u64>> = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        let peers = self
+            .members()
+            .into_iter()
+            .map(|mi| {
+                let mine = mi.id == self.id;
+                let match_index = if mine && m.state == ServerState::Leader {
+                    m.last_log_index
+                } else {
+                    matched.get(&mi.id).copied().flatten()
+                };
+                let lag = if m.state == ServerState::Leader {
+                    Some(last.saturating_sub(match_index.unwrap_or(0)))
+                } else {
+                    None
+                };
+                PeerProgress {
+                    id: mi.id,
+                    internal_addr: mi.internal_addr,
+                    mysql_addr: mi.mysql_addr,
+                    voter: mi.voter,
+                    match_index,
+                    lag,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.id,
+            role: role(m.state).into(),
+            term: m.current_term,
+            leader: self.leader(),
+            commit_index: commit,
+            applied_index: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            peers,
+            diverged: self.diverged(),
+            fatal: self.fatal(),
+            log_fsyncs: self.log_stats.commits.load(Ordering::Relaxed),
+            log_entries_written: self.log_stats.entries.load(Ordering::Relaxed),
+            auth_refused: self.auth_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds a node: as a learner first (returns once it has caught up with the log), then as a
+    /// voter. On a follower the request is forwarded to the leader.
+    pub async fn add_node(&self, req: AddNode, timeout: Duration) -> Result<Vec<MemberInfo>, String> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or("no leader is known; retry later")?;
+            if leader.id == self.id {
+                return Err("leadership is changing; retry later".into());
+            }
+            return self
+                .client
+                .post_json(&leader.internal_addr, "/cluster/add-node", &req, timeout)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let member = Member {
+            internal_addr: req.internal_addr.clone(),
+            mysql_addr: req.mysql_addr.clone(),
+        };
+        let voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect();
+        if !voters.contains(&req.id) {
+            tracing::info!(node = req.id, addr = %req.internal_addr, "adding a learner");
+            tokio::time::timeout(timeout, self.raft.add_learner(req.id, member, true))
+                .await
+                .map_err(|_| format!("the learner did not catch up within {timeout:?}"))?
+                .map_err(|e| e.to_string())?;
+            tracing::info!(node = req.id, "learner caught up; promoting it to voter");
+            tokio::time::timeout(
+                timeout,
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false),
+            )
+            .await
+            .map_err(|_| format!("promotion not committed within {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(self.members())
+    }
+
+    /// Initialises the membership with `members` (bootstrap by the lowest id).
+    pub(super) async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), String> {
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) fn initial_peers(&self) -> Vec<PeerSpec> {
+        self.settings.peers.clone()
+    }
+
+    /// Stops raft (the node stops taking part in the cluster).
+    pub async fn shutdown(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.raft.shutdown()).await;
+    }
+
+    fn peer_info(&self, id: NodeId) -> Option<PeerInfo> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.peer_info(id))
+    }
+}
+
+impl ReplicatedLog for Cluster {
+    fn propose(
+        &self,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(LogPosition, Vec<u8>), ProposeError>> {
+        Box::pin(async move {
+            if self.fatal().is_some() {
+                return Err(ProposeError::ShuttingDown);
+            }
+            match tokio::time::timeout(timeout, self.raft.client_write(payload)).await {
+                Err(_) => Err(ProposeError::Unknown(timeout)),
+                Ok(Ok(resp)) => Ok((position(&resp.log_id), resp.data)),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    Err(ProposeError::NotLeader {
+                        leader: f.leader_id.and_then(|id| {
+                            f.leader_node
+                                .map(|n| n.peer_info(id))
+                                .or_else(|| self.peer_info(id))
+                        }),
+                    })
+                }
+                Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Apply(e.to_string())),
+                // The entry may have been appended (even committed) before raft stopped.
+                Ok(Err(RaftError::Fatal(_))) => {
+                    match self.sm.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                        Some(m) => Err(ProposeError::Apply(m)),
+                        None => Err(ProposeError::Unknown(timeout)),
+                    }
+                }
+            }
+        })
+    }
+
+    fn ensure_leader(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProposeError>> {
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+                Err(_) => Err(ProposeError::Unknown(timeout)),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    Err(ProposeError::NotLeader {
+                        leader: f.leader_id.and_then(|id| self.peer_info(id)),
+                    })
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                    Err(ProposeError::NotLeader { leader: None })
+                }
+                Ok(Err(RaftError::Fatal(_))) => Err(ProposeError::ShuttingDown),
+            }
+        })
+    }
+
+    fn leader(&self) -> Option<PeerInfo> {
+        let id = self.raft.metrics().borrow().current_leader?;
+        self.peer_info(id)
+    }
+
+    fn node_id(&self) -> NodeId {
+        self.id
+    }
+}

@@ -1,0 +1,359 @@
+//! openraft's state machine side, driving any [`StateMachine`]: applies committed entries in
+//! order, keeps the membership and the applied position of non-data entries in the raft
+//! database, builds and installs snapshots as directories. An error from the state machine is
+//! returned to openraft as a storage error, which stops this node's raft (never skipped).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use tokio::sync::watch;
+
+use super::contract::StateMachine;
+use super::log_store::LogStore;
+use super::snapshot::{self, StoredSnapshot};
+use super::types::{
+    log_id, position, Entry, LogId, RaftSnapshotMeta, Snapshot, SnapshotDir, StorageError,
+    StoredMembership, TypeConfig,
+};
+
+/// Applied position of blank/membership entries and the last applied membership.
+const K_SM: &str = "sm_state";
+
+fn sm_err(m: impl ToString) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error(m)).into()
+}
+
+fn snap_err(m: impl ToString) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::error(m)).into()
+}
+
+#[derive(Default)]
+struct State {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    /// Memberships applied since start (newest last), to describe a snapshot taken at an
+    /// earlier point than the newest applied entry.
+    history: Vec<StoredMembership>,
+    current: Option<StoredSnapshot>,
+}
+
+/// Shared between the state machine store, its snapshot builders and the cluster handle.
+pub struct SmShared {
+    sm: Arc<dyn StateMachine>,
+    log: LogStore,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Index of the last entry applied on this node.
+    pub applied_tx: watch::Sender<u64>,
+    /// Set when the state machine failed; the node's raft has stopped.
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl SmShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> String {
+        let m = format!("{what}: {e}");
+        tracing::error!(error = %m, "state machine failed; this node's raft stops");
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+        m
+    }
+
+    fn snapshots(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+
+    /// The newest complete snapshot on disk, if any.
+    pub fn current_snapshot(&self) -> Option<StoredSnapshot> {
+        self.lock().current.clone()
+    }
+
+    async fn persist(&self) -> Result<(), String> {
+        let bytes = {
+            let st = self.lock();
+            postcard::to_allocvec(&(st.applied, st.membership.clone())).map_err(|e| e.to_string())?
+        };
+        self.log.put_meta(K_SM, bytes).await
+    }
+
+    /// Makes `snap_dir` (holding `meta.json` and `data/`) the current snapshot and removes older
+    /// ones.
+    fn adopt(&self, id: &str, stored: StoredSnapshot) {
+        let keep = self.snapshots().join(id);
+        if let Ok(rd) = std::fs::read_dir(self.snapshots()) {
+            for e in rd.flatten() {
+                if e.path() != keep {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        self.lock().current = Some(stored);
+    }
+}
+
+/// The openraft state machine store.
+pub struct SmStore {
+    shared: Arc<SmShared>,
+}
+
+impl SmStore {
+    /// Loads the applied position (the later of the engine's and ours), the membership and the
+    /// newest snapshot.
+    pub async fn open(
+        sm: Arc<dyn StateMachine>,
+        log: LogStore,
+        raft_dir: &Path,
+    ) -> Result<(SmStore, Arc<SmShared>), String> {
+        let engine = sm
+            .last_applied()
+            .await
+            .map_err(|e| format!("reading the engine's applied position: {e}"))?;
+        let (ours, membership): (Option<LogId>, StoredMembership) = match log.get_meta(K_SM)? {
+            Some(b) => postcard::from_bytes(&b).map_err(|e| format!("corrupt {K_SM}: {e}"))?,
+            None => (None, StoredMembership::default()),
+        };
+        let applied = engine.map(log_id).max(ours);
+        let snaps = raft_dir.join("snapshots");
+        std::fs::create_dir_all(&snaps).map_err(|e| format!("{}: {e}", snaps.display()))?;
+        let _ = std::fs::remove_dir_all(raft_dir.join("incoming-tmp"));
+        let mut current: Option<StoredSnapshot> = None;
+        if let Ok(rd) = std::fs::read_dir(&snaps) {
+            for e in rd.flatten() {
+                match snapshot::read_meta(&e.path()) {
+                    Ok(m) if e.path().join("data").is_dir() => {
+                        if current
+                            .as_ref()
+                            .is_none_or(|c| c.raft.last_log_id < m.raft.last_log_id)
+                        {
+                            current = Some(m);
+                        }
+                    }
+                    // Incomplete (crashed while building): not a snapshot.
+                    _ => {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let (applied_tx, _) = watch::channel(applied.map_or(0, |l| l.index));
+        let shared = Arc::new(SmShared {
+            sm,
+            log,
+            dir: raft_dir.to_path_buf(),
+            state: Mutex::new(State {
+                applied,
+                history: vec![membership.clone()],
+                membership,
+                current,
+            }),
+            applied_tx,
+            fatal: Mutex::new(None),
+        });
+        Ok((
+            SmStore {
+                shared: Arc::clone(&shared),
+            },
+            shared,
+        ))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SmStore {
+    type SnapshotBuilder = Builder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let st = self.shared.lock();
+        Ok((st.applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<u8>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            let id = entry.log_id;
+            match entry.payload {
+                EntryPayload::Normal(payload) => {
+                    let r = self
+                        .shared
+                        .sm
+                        .apply(position(&id), payload)
+                        .await
+                        .map_err(|e| {
+                            sm_err(self.shared.fail(&format!("applying entry {}", id.index), e))
+                        })?;
+                    self.shared.lock().applied = Some(id);
+                    out.push(r);
+                }
+                EntryPayload::Blank => {
+                    self.shared.lock().applied = Some(id);
+                    self.shared.persist().await.map_err(sm_err)?;
+                    out.push(Vec::new());
+                }
+                EntryPayload::Membership(m) => {
+                    {
+                        let mut st = self.shared.lock();
+                        st.applied = Some(id);
+                        st.membership = StoredMembership::new(Some(id), m);
+                        let m = st.membership.clone();
+                        st.history.push(m);
+                        if st.history.len() > 16 {
+                            st.history.remove(0);
+                        }
+                    }
+                    self.shared.persist().await.map_err(sm_err)?;
+                    out.push(Vec::new());
+                }
+            }
+            self.shared.applied_tx.send_replace(id.index);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Builder {
+        let st = self.shared.lock();
+        Builder {
+            shared: Arc::clone(&self.shared),
+            applied: st.applied,
+            membership: st.membership.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotDir>, StorageError> {
+        Err(snap_err(
+            "snapshots are received through the internal API's /raft/snapshot",
+        ))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &RaftSnapshotMeta,
+        snapshot: Box<SnapshotDir>,
+    ) -> Result<(), StorageError> {
+        let sh = &self.shared;
+        tracing::info!(snapshot = %meta.snapshot_id, "installing snapshot");
+        sh.sm
+            .install_snapshot(&snapshot.path, &snapshot.meta)
+            .await
+            .map_err(|e| snap_err(sh.fail("installing a snapshot", e)))?;
+        // `snapshot.path` is `<staging>/<id>/data`; move `<staging>/<id>` into snapshots/.
+        let id = meta.snapshot_id.clone();
+        let stored = StoredSnapshot {
+            raft: meta.clone(),
+            sm: snapshot.meta.clone(),
+        };
+        if let Some(src) = snapshot.path.parent() {
+            let dst = sh.snapshots().join(&id);
+            if src != dst {
+                let _ = std::fs::remove_dir_all(&dst);
+                snapshot::write_meta(src, &stored).map_err(snap_err)?;
+                std::fs::rename(src, &dst).map_err(snap_err)?;
+            }
+        }
+        {
+            let mut st = sh.lock();
+            st.applied = meta.last_log_id;
+            st.membership = meta.last_membership.clone();
+            let m = st.membership.clone();
+            st.history.push(m);
+        }
+        sh.persist().await.map_err(sm_err)?;
+        sh.adopt(&id, stored);
+        sh.applied_tx
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(cur) = self.shared.current_snapshot() else {
+            return Ok(None);
+        };
+        let path = self
+            .shared
+            .snapshots()
+            .join(&cur.raft.snapshot_id)
+            .join("data");
+        Ok(Some(Snapshot {
+            meta: cur.raft.clone(),
+            snapshot: Box::new(SnapshotDir {
+                path,
+                meta: cur.sm,
+            }),
+        }))
+    }
+}
+
+/// Builds one snapshot: asks the state machine to write it, then records it as current.
+pub struct Builder {
+    shared: Arc<SmShared>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let sh = &self.shared;
+        let mut rnd = [0u8; 4];
+        let _ = getrandom::fill(&mut rnd);
+        let tmp = sh.snapshots().join(format!("building-{}", hex::encode(rnd)));
+        let data = tmp.join("data");
+        std::fs::create_dir_all(&data).map_err(snap_err)?;
+        let mut meta = match sh.sm.build_snapshot(&data).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(snap_err(sh.fail("building a snapshot", e)));
+            }
+        };
+        let (size, sum) = snapshot::checksum_dir(&data).map_err(snap_err)?;
+        if meta.checksum != sum || meta.size_bytes != size {
+            tracing::warn!("the state machine's snapshot checksum differs from the files; using the files'");
+            meta.checksum = sum;
+            meta.size_bytes = size;
+        }
+        // Everything applied before the builder was made is in the snapshot; the engine may
+        // have applied more since.
+        let point = Some(log_id(meta.last_applied)).max(self.applied);
+        let Some(point) = point else {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(snap_err("nothing applied yet; no snapshot to build"));
+        };
+        let membership = {
+            let st = sh.lock();
+            st.history
+                .iter()
+                .rev()
+                .find(|m| m.log_id().is_some_and(|l| l.index <= point.index))
+                .cloned()
+                .unwrap_or_else(|| self.membership.clone())
+        };
+        let id = format!("{}-{}-{}", point.leader_id.term, point.index, hex::encode(rnd));
+        let raft_meta = RaftSnapshotMeta {
+            last_log_id: Some(point),
+            last_membership: membership,
+            snapshot_id: id.clone(),
+        };
+        let stored = StoredSnapshot {
+            raft: raft_meta.clone(),
+            sm: meta.clone(),
+        };
+        snapshot::write_meta(&tmp, &stored).map_err(snap_err)?;
+        let dst = sh.snapshots().join(&id);
+        std::fs::rename(&tmp, &dst).map_err(snap_err)?;
+        sh.adopt(&id, stored);
+        tracing::info!(snapshot = %id, bytes = size, "snapshot built");
+        Ok(Snapshot {
+            meta: raft_meta,
+            snapshot: Box::new(SnapshotDir {
+                path: dst.join("data"),
+                meta,
+            }),
+        })
+    }
+}
