@@ -7,10 +7,13 @@
 //! - [`api`]: the HTTP status / management endpoint.
 //! - [`cluster`]: consensus, membership and the internal API of a cluster of nodes.
 //! - [`config`]: flags, config file and upstream environment variables.
+//! - [`cluster_cli`], [`dev_cluster`]: the `cluster` and `dev-cluster` commands.
 
 pub mod api;
 pub mod cluster;
+pub mod cluster_cli;
 pub mod config;
+pub mod dev_cluster;
 pub mod engine;
 pub mod node;
 pub mod private_file;

@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+use shared_db::cluster_cli::ClusterCommand;
 use shared_db::config::ServeArgs;
+use shared_db::dev_cluster::DevClusterArgs;
 use shared_db::node::Node;
 
 #[derive(Parser)]
@@ -18,23 +20,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node: the MySQL protocol on EXT_DB_PORT (3307) and `/status` on UI_PORT (8008).
+    /// Run one node: the MySQL protocol on EXT_DB_PORT (3307), `/status` on UI_PORT (8008) and
+    /// the internal cluster API on API_PORT (7071).
     Serve(ServeArgs),
+    /// Operate a running cluster through its internal API.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Start a local cluster: N `shared-db serve` processes, each with its own engine.
+    DevCluster(DevClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let workers = match &cli.command {
-        Command::Serve(args) => args.worker_threads,
-    }
-    .unwrap_or_else(default_workers);
+        Command::Serve(args) => args.worker_threads.unwrap_or_else(default_workers),
+        _ => 1,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()
@@ -48,6 +56,18 @@ fn main() -> std::process::ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Cluster(cmd) => report(runtime.block_on(shared_db::cluster_cli::run(cmd))),
+        Command::DevCluster(args) => report(runtime.block_on(shared_db::dev_cluster::run(args))),
+    }
+}
+
+fn report(r: Result<(), String>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shared-db: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -86,6 +106,12 @@ async fn serve(args: ServeArgs) -> std::process::ExitCode {
         );
     }
     println!("Status: http://127.0.0.1:{}/status", node.http_addr.port());
+    if let Some(api) = node.api_addr {
+        println!(
+            "Cluster: node {} with internal API on {api}",
+            shared_db::cluster::contract::ReplicatedLog::node_id(&*node.state.cluster)
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await;
