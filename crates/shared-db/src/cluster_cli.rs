@@ -75,7 +75,10 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), String> {
                 first
                     .leader
                     .as_ref()
-                    .map_or("none".to_string(), |l| format!("node {} ({})", l.id, l.mysql_addr))
+                    .map_or("none".to_string(), |l| format!(
+                        "node {} ({})",
+                        l.id, l.mysql_addr
+                    ))
             );
             println!(
                 "{:>6}  {:<9} {:>5}  {:<22} {:<22} {:>8} {:>6}",
@@ -92,8 +95,10 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), String> {
                 first.members.clone()
             };
             for m in members {
-                let info: Option<ClusterInfo> =
-                    c.get_json(&m.internal_addr, "/cluster/info", timeout).await.ok();
+                let info: Option<ClusterInfo> = c
+                    .get_json(&m.internal_addr, "/cluster/info", timeout)
+                    .await
+                    .ok();
                 let lag = leader_status
                     .as_ref()
                     .and_then(|s| s.peers.iter().find(|p| p.id == m.id))

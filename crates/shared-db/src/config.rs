@@ -435,9 +435,10 @@ fn resolve_cluster(a: ClusterArgs, api_port: u16) -> Result<ClusterConfig, Confi
             ))
         }
         (Some(s), None) => Some(s),
-        (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| {
-            invalid("CLUSTER_SECRET_FILE", format!("{}: {e}", path.display()))
-        })?),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| invalid("CLUSTER_SECRET_FILE", format!("{}: {e}", path.display())))?,
+        ),
         (None, None) => None,
     };
     let secret = secret_text

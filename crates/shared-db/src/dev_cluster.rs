@@ -206,7 +206,12 @@ pub async fn run(args: DevClusterArgs) -> Result<(), String> {
     crate::private_file::write_private(&nodes_json, &json)
         .map_err(|e| format!("{}: {e}", nodes_json.display()))?;
 
-    let ready = wait_ready(&nodes, &mut children, Duration::from_secs(args.start_timeout)).await;
+    let ready = wait_ready(
+        &nodes,
+        &mut children,
+        Duration::from_secs(args.start_timeout),
+    )
+    .await;
     if let Err(e) = ready {
         stop_all(&mut children).await;
         return Err(e);
@@ -303,7 +308,10 @@ async fn supervise(children: &mut [(u64, Option<Child>)]) {
 
 /// SIGTERM to every running node, then SIGKILL to those still running after 30 s.
 async fn stop_all(children: &mut [(u64, Option<Child>)]) {
-    for (_, c) in children.iter_mut().filter_map(|(i, c)| c.as_mut().map(|c| (i, c))) {
+    for (_, c) in children
+        .iter_mut()
+        .filter_map(|(i, c)| c.as_mut().map(|c| (i, c)))
+    {
         // SAFETY: kill(2) on our own child, not yet reaped.
         unsafe {
             libc::kill(c.id() as libc::pid_t, libc::SIGTERM);

@@ -219,7 +219,9 @@ impl Node {
         )?;
         let cluster = Cluster::start(settings, state_machine(&target)).await?;
         if config.auth_master_only {
-            let _ = frontend.login_gate.set(master_only_gate(Arc::clone(&cluster)));
+            let _ = frontend
+                .login_gate
+                .set(master_only_gate(Arc::clone(&cluster)));
         }
 
         let (health_tx, health) = watch::channel(EngineHealth::Running);

@@ -22,7 +22,10 @@ pub fn router(state: Arc<NodeState>) -> Router {
 
 /// Without a `Host` header (the Flux domain manager's health probe): 200 on the leader, 503
 /// elsewhere, so a load balancer sends traffic to the leader only. With one: 200.
-async fn root(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> (StatusCode, &'static str) {
+async fn root(
+    State(node): State<Arc<NodeState>>,
+    headers: HeaderMap,
+) -> (StatusCode, &'static str) {
     if headers.contains_key(axum::http::header::HOST) {
         return (StatusCode::OK, "shared-db\n");
     }

@@ -85,7 +85,10 @@ impl ClusterSecret {
         // A nonce that repeats only weakens replay protection; it never breaks a request.
         let _ = getrandom::fill(&mut n);
         let nonce = hex::encode(n);
-        let sig = self.mac(method, path, ts, &nonce, body).finalize().into_bytes();
+        let sig = self
+            .mac(method, path, ts, &nonce, body)
+            .finalize()
+            .into_bytes();
         Signed {
             timestamp_ms: ts,
             nonce,
@@ -173,12 +176,21 @@ mod tests {
             )
         };
         // Tampered body or path.
-        assert_eq!(check(&v, "/raft/vote", b"bodx"), Err(AuthError::BadSignature));
-        assert_eq!(check(&v, "/raft/append", b"body"), Err(AuthError::BadSignature));
+        assert_eq!(
+            check(&v, "/raft/vote", b"bodx"),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&v, "/raft/append", b"body"),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(check(&v, "/raft/vote", b"body"), Ok(()));
         assert_eq!(check(&v, "/raft/vote", b"body"), Err(AuthError::Replayed));
         let other = Verifier::new(secret("another-secret-value"));
-        assert_eq!(check(&other, "/raft/vote", b"body"), Err(AuthError::BadSignature));
+        assert_eq!(
+            check(&other, "/raft/vote", b"body"),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
@@ -188,7 +200,14 @@ mod tests {
         let old = now_ms() - 120_000;
         let sig = s.mac("GET", "/x", old, "n1", b"").finalize().into_bytes();
         assert_eq!(
-            v.verify("GET", "/x", Some(&old.to_string()), Some("n1"), Some(&hex::encode(sig)), b""),
+            v.verify(
+                "GET",
+                "/x",
+                Some(&old.to_string()),
+                Some("n1"),
+                Some(&hex::encode(sig)),
+                b""
+            ),
             Err(AuthError::Stale)
         );
         assert_eq!(

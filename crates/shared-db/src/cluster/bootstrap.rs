@@ -68,8 +68,9 @@ async fn step(cluster: &Arc<Cluster>) -> Result<bool, String> {
     let answers = futures_util::future::join_all(peers.iter().map(|p| {
         let client = client.clone();
         async move {
-            let r: Result<ClusterInfo, _> =
-                client.get_json(&p.addr, "/cluster/info", INFO_TIMEOUT).await;
+            let r: Result<ClusterInfo, _> = client
+                .get_json(&p.addr, "/cluster/info", INFO_TIMEOUT)
+                .await;
             (p.clone(), r)
         }
     }))

@@ -152,7 +152,9 @@ impl PeerClient {
         path: &str,
         timeout: Duration,
     ) -> Result<T, PeerError> {
-        let b = self.call(addr, Method::GET, path, Vec::new(), timeout).await?;
+        let b = self
+            .call(addr, Method::GET, path, Vec::new(), timeout)
+            .await?;
         serde_json::from_slice(&b).map_err(|e| PeerError::Unreachable {
             addr: addr.to_string(),
             path: path.to_string(),

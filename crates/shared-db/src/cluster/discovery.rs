@@ -128,10 +128,22 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                PeerSpec { id: Some(1), addr: "10.0.0.1:17071".into() },
-                PeerSpec { id: None, addr: "node2:7071".into() },
-                PeerSpec { id: None, addr: "[::1]:9000".into() },
-                PeerSpec { id: Some(3), addr: "db3:7071".into() },
+                PeerSpec {
+                    id: Some(1),
+                    addr: "10.0.0.1:17071".into()
+                },
+                PeerSpec {
+                    id: None,
+                    addr: "node2:7071".into()
+                },
+                PeerSpec {
+                    id: None,
+                    addr: "[::1]:9000".into()
+                },
+                PeerSpec {
+                    id: Some(3),
+                    addr: "db3:7071".into()
+                },
             ]
         );
         assert!(parse_peers("x=host", 1).is_err());

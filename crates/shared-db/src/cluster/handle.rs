@@ -166,10 +166,7 @@ impl Cluster {
             id: settings.node_id,
             me,
             raft,
-            verifier: settings
-                .secret
-                .clone()
-                .map(|s| Arc::new(Verifier::new(s))),
+            verifier: settings.secret.clone().map(|s| Arc::new(Verifier::new(s))),
             client,
             sm: sm_shared,
             log_stats,
@@ -234,7 +231,13 @@ impl Cluster {
 
     /// This node's raft has stopped (state machine or storage failure).
     pub fn fatal(&self) -> Option<String> {
-        if let Some(m) = self.sm.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(m) = self
+            .sm
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Some(m);
         }
         match &self.raft.metrics().borrow().running_state {
@@ -282,7 +285,8 @@ impl Cluster {
         let m = self.raft.metrics().borrow().clone();
         let commit = match tokio::time::timeout(
             Duration::from_secs(1),
-            self.raft.with_raft_state(|st| st.committed.map(|l| l.index)),
+            self.raft
+                .with_raft_state(|st| st.committed.map(|l| l.index)),
         )
         .await
         {
@@ -341,7 +345,11 @@ impl Cluster {
 
     /// Adds a node: as a learner first (returns once it has caught up with the log), then as a
     /// voter. On a follower the request is forwarded to the leader.
-    pub async fn add_node(&self, req: AddNode, timeout: Duration) -> Result<Vec<MemberInfo>, String> {
+    pub async fn add_node(
+        &self,
+        req: AddNode,
+        timeout: Duration,
+    ) -> Result<Vec<MemberInfo>, String> {
         if !self.is_leader() {
             let leader = self.leader().ok_or("no leader is known; retry later")?;
             if leader.id == self.id {
@@ -431,7 +439,13 @@ impl ReplicatedLog for Cluster {
                 Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Apply(e.to_string())),
                 // The entry may have been appended (even committed) before raft stopped.
                 Ok(Err(RaftError::Fatal(_))) => {
-                    match self.sm.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                    match self
+                        .sm
+                        .fatal
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone()
+                    {
                         Some(m) => Err(ProposeError::Apply(m)),
                         None => Err(ProposeError::Unknown(timeout)),
                     }

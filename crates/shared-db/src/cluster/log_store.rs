@@ -129,7 +129,8 @@ impl LogStore {
 
     fn send(&self, op: Op) -> Result<(), String> {
         let tx = self.shared.tx.lock().unwrap_or_else(|p| p.into_inner());
-        tx.send(op).map_err(|_| "the log writer has stopped".to_string())
+        tx.send(op)
+            .map_err(|_| "the log writer has stopped".to_string())
     }
 
     async fn send_wait(
@@ -233,8 +234,7 @@ fn writer(shared: std::sync::Weak<Shared>, rx: mpsc::Receiver<Op>) {
             match op {
                 Op::Append { entries, callback } => {
                     if result.is_ok() {
-                        let mut pending =
-                            shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
                         for (i, seq, _) in &entries {
                             if pending.get(i).is_some_and(|(s, _)| s == seq) {
                                 pending.remove(i);
@@ -246,9 +246,7 @@ fn writer(shared: std::sync::Weak<Shared>, rx: mpsc::Receiver<Op>) {
                             .fetch_add(entries.len() as u64, Ordering::Relaxed);
                     }
                     callback.log_io_completed(
-                        result
-                            .clone()
-                            .map_err(|e| std::io::Error::other(e.clone())),
+                        result.clone().map_err(|e| std::io::Error::other(e.clone())),
                     );
                 }
                 Op::Truncate { done, .. } | Op::Purge { done, .. } | Op::Meta { done, .. } => {
@@ -338,9 +336,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = postcard::to_allocvec(vote).map_err(io_write)?;
-        self.put_meta(K_VOTE, bytes).await.map_err(|e| {
-            StorageIOError::write_vote(AnyError::error(e)).into()
-        })
+        self.put_meta(K_VOTE, bytes)
+            .await
+            .map_err(|e| StorageIOError::write_vote(AnyError::error(e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {

@@ -71,7 +71,8 @@ impl Network {
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
-        let body = postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body =
+            postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let bytes = self
             .client
             .call(&self.addr, Method::POST, path, body, timeout)
@@ -136,7 +137,8 @@ impl Network {
         tracing::info!(target_node = self.target, snapshot = %id, bytes = total, resumed, "sending snapshot");
         for f in &files {
             let mut offset = have.have.get(&f.path).copied().unwrap_or(0);
-            let path = snapshot::contained(&data, &f.path).map_err(|e| unreachable(e.to_string()))?;
+            let path =
+                snapshot::contained(&data, &f.path).map_err(|e| unreachable(e.to_string()))?;
             while offset < f.size {
                 let p = path.clone();
                 let chunk = tokio::task::spawn_blocking(move || snapshot::read_chunk(&p, offset))
@@ -165,7 +167,13 @@ impl Network {
         let body = postcard::to_allocvec(&fin).map_err(|e| unreachable(e.to_string()))?;
         let resp = self
             .client
-            .call(&self.addr, Method::POST, PATH_SNAP_FINISH, body, INSTALL_TIMEOUT)
+            .call(
+                &self.addr,
+                Method::POST,
+                PATH_SNAP_FINISH,
+                body,
+                INSTALL_TIMEOUT,
+            )
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
@@ -193,8 +201,13 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, option.hard_ttl())
-            .await
+        self.rpc(
+            RPCTypes::AppendEntries,
+            PATH_APPEND,
+            &rpc,
+            option.hard_ttl(),
+        )
+        .await
     }
 
     async fn vote(

@@ -86,7 +86,9 @@ impl PlaceholderStateMachine {
             }
             match f(conn).await {
                 // No table yet: nothing was ever applied here.
-                Err(mysql_async::Error::Server(e)) if !create && (e.code == 1146 || e.code == 1049) => {
+                Err(mysql_async::Error::Server(e))
+                    if !create && (e.code == 1146 || e.code == 1049) =>
+                {
                     return Err(StateMachineError::Engine(NO_TABLE.into()));
                 }
                 Ok(v) => return Ok(v),

@@ -92,7 +92,9 @@ async fn authenticate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -
         gate.cluster.auth_refused.fetch_add(1, Ordering::Relaxed);
         let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let mut log = gate.last_log.lock().unwrap_or_else(|p| p.into_inner());
-        let e = log.entry(ip).or_insert((Instant::now() - Duration::from_secs(60), 0));
+        let e = log
+            .entry(ip)
+            .or_insert((Instant::now() - Duration::from_secs(60), 0));
         e.1 += 1;
         if e.0.elapsed() >= Duration::from_secs(5) {
             tracing::warn!(peer = %ip, path = %parts.uri.path(), %reason, refused = e.1, "internal API request refused: not authenticated");
@@ -100,7 +102,8 @@ async fn authenticate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -
         }
         return (StatusCode::UNAUTHORIZED, "cluster authentication failed\n").into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn postcard_response<T: serde::Serialize>(v: &T) -> Response {
@@ -284,7 +287,11 @@ async fn status(State(c): State<Arc<Cluster>>) -> Response {
     Json(c.status().await).into_response()
 }
 
-async fn add_node(State(c): State<Arc<Cluster>>, Json(req): Json<AddNode>) -> Response {
+async fn add_node(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    let req: AddNode = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
     match c.add_node(req, Duration::from_secs(300)).await {
         Ok(members) => Json(members).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),

@@ -75,7 +75,8 @@ impl SmShared {
     async fn persist(&self) -> Result<(), String> {
         let bytes = {
             let st = self.lock();
-            postcard::to_allocvec(&(st.applied, st.membership.clone())).map_err(|e| e.to_string())?
+            postcard::to_allocvec(&(st.applied, st.membership.clone()))
+                .map_err(|e| e.to_string())?
         };
         self.log.put_meta(K_SM, bytes).await
     }
@@ -281,10 +282,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             .join("data");
         Ok(Some(Snapshot {
             meta: cur.raft.clone(),
-            snapshot: Box::new(SnapshotDir {
-                path,
-                meta: cur.sm,
-            }),
+            snapshot: Box::new(SnapshotDir { path, meta: cur.sm }),
         }))
     }
 }
@@ -301,7 +299,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         let sh = &self.shared;
         let mut rnd = [0u8; 4];
         let _ = getrandom::fill(&mut rnd);
-        let tmp = sh.snapshots().join(format!("building-{}", hex::encode(rnd)));
+        let tmp = sh
+            .snapshots()
+            .join(format!("building-{}", hex::encode(rnd)));
         let data = tmp.join("data");
         std::fs::create_dir_all(&data).map_err(snap_err)?;
         let mut meta = match sh.sm.build_snapshot(&data).await {
@@ -313,7 +313,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         };
         let (size, sum) = snapshot::checksum_dir(&data).map_err(snap_err)?;
         if meta.checksum != sum || meta.size_bytes != size {
-            tracing::warn!("the state machine's snapshot checksum differs from the files; using the files'");
+            tracing::warn!(
+                "the state machine's snapshot checksum differs from the files; using the files'"
+            );
             meta.checksum = sum;
             meta.size_bytes = size;
         }
@@ -333,7 +335,12 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
                 .cloned()
                 .unwrap_or_else(|| self.membership.clone())
         };
-        let id = format!("{}-{}-{}", point.leader_id.term, point.index, hex::encode(rnd));
+        let id = format!(
+            "{}-{}-{}",
+            point.leader_id.term,
+            point.index,
+            hex::encode(rnd)
+        );
         let raft_meta = RaftSnapshotMeta {
             last_log_id: Some(point),
             last_membership: membership,

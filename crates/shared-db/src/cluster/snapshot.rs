@@ -158,9 +158,7 @@ pub fn contained(root: &Path, rel: &str) -> Result<PathBuf, SnapshotError> {
     let p = Path::new(rel);
     if rel.is_empty()
         || rel.len() > 1024
-        || !p
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
+        || !p.components().all(|c| matches!(c, Component::Normal(_)))
     {
         return Err(SnapshotError::BadPath(rel.to_string()));
     }
@@ -179,8 +177,8 @@ pub fn valid_id(id: &str) -> bool {
 /// Writes `meta.json` into a snapshot directory (fsynced).
 pub fn write_meta(snap_dir: &Path, meta: &StoredSnapshot) -> Result<(), SnapshotError> {
     let path = snap_dir.join("meta.json");
-    let bytes = serde_json::to_vec_pretty(meta)
-        .map_err(|e| SnapshotError::Protocol(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(meta).map_err(|e| SnapshotError::Protocol(e.to_string()))?;
     let mut f = std::fs::File::create(&path).map_err(io(&path))?;
     f.write_all(&bytes).map_err(io(&path))?;
     f.sync_all().map_err(io(&path))
@@ -197,7 +195,9 @@ pub fn read_chunk(path: &Path, offset: u64) -> Result<Vec<u8>, SnapshotError> {
     let mut f = std::fs::File::open(path).map_err(io(path))?;
     f.seek(SeekFrom::Start(offset)).map_err(io(path))?;
     let mut buf = Vec::with_capacity(CHUNK);
-    f.take(CHUNK as u64).read_to_end(&mut buf).map_err(io(path))?;
+    f.take(CHUNK as u64)
+        .read_to_end(&mut buf)
+        .map_err(io(path))?;
     Ok(buf)
 }
 

@@ -1,0 +1,515 @@
+//! Clusters of real `shared-db serve` processes, each with its own managed MariaDB, started by
+//! `shared-db dev-cluster`: election, ordered replication (observed in every engine through the
+//! TEMPORARY placeholder state machine), wrong-secret refusal, leader SIGKILL and failover time,
+//! a killed node restarted from `nodes.json` catching up from the log and, after compaction,
+//! from a snapshot, a fourth node added as learner then voter, AUTH_MASTER_ONLY and the
+//! leader-only `GET /` probe.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+use serde_json::Value;
+use shared_db::cluster::auth::ClusterSecret;
+use shared_db::cluster::client::{PeerClient, PeerError};
+use shared_db::dev_cluster::{DevClusterFile, DevNode};
+use testkit::{reserve_port, ManagedChild};
+
+const START: Duration = Duration::from_secs(180);
+const WAIT: Duration = Duration::from_secs(60);
+
+struct DevCluster {
+    child: ManagedChild,
+    dir: tempfile::TempDir,
+    file: DevClusterFile,
+    client: PeerClient,
+    secret: String,
+    /// Nodes the test restarted or added itself.
+    extra: Vec<ManagedChild>,
+}
+
+impl DevCluster {
+    fn start(nodes: u16, serve_args: &[&str]) -> DevCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("sdb-dc-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().join("dev-cluster.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shared-db"));
+        cmd.arg("dev-cluster")
+            .arg("--nodes")
+            .arg(nodes.to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("c"))
+            .args(["--mysql-port", "0", "--api-port", "0", "--ui-port", "0"])
+            .arg("--")
+            .args(["--engine-buffer-pool", "64M"])
+            .args(serve_args)
+            .env("RUST_LOG", "info,shared_db=debug,openraft=warn");
+        let child = ManagedChild::spawn("dev-cluster", cmd, &log).unwrap();
+        let mut child = child;
+        let deadline = Instant::now() + START;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("dev-cluster is ready") {
+                break;
+            }
+            if let Some(s) = child.try_wait() {
+                panic!("dev-cluster exited ({s}):\n{text}");
+            }
+            assert!(Instant::now() < deadline, "dev-cluster not ready:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let nodes_json = dir.path().join("c/nodes.json");
+        let mode = std::fs::metadata(&nodes_json).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "nodes.json must be private");
+        let file: DevClusterFile =
+            serde_json::from_slice(&std::fs::read(&nodes_json).unwrap()).unwrap();
+        let secret = std::fs::read_to_string(&file.cluster_secret_file).unwrap();
+        let client = PeerClient::new(Some(ClusterSecret::new(&secret).unwrap()), 0);
+        DevCluster {
+            child,
+            dir,
+            file,
+            client,
+            secret: secret.trim().to_string(),
+            extra: Vec::new(),
+        }
+    }
+
+    fn node(&self, id: u64) -> &DevNode {
+        self.file.nodes.iter().find(|n| n.id == id).unwrap()
+    }
+
+    fn password(&self) -> String {
+        std::fs::read_to_string(&self.file.client_password_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn all_logs(&self) -> String {
+        let mut s = String::new();
+        for n in &self.file.nodes {
+            s.push_str(&std::fs::read_to_string(&n.log).unwrap_or_default());
+        }
+        s
+    }
+
+    /// Restarts a node exactly as `nodes.json` says (argv and environment).
+    fn restart(&mut self, id: u64) {
+        let n = self.node(id).clone();
+        let mut cmd = Command::new(&n.argv[0]);
+        cmd.args(&n.argv[1..]).env_clear().envs(&n.env);
+        let child = ManagedChild::spawn(&format!("node{id}"), cmd, &n.log).unwrap();
+        self.extra.push(child);
+    }
+}
+
+fn status(ui_port: u16) -> Option<Value> {
+    common::http_get(ui_port, "/status").and_then(|b| serde_json::from_str(&b).ok())
+}
+
+/// Polls until `f` returns `Some`, at most `limit`.
+fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The leader id all of `nodes` agree on.
+fn agreed_leader(c: &DevCluster, nodes: &[u64]) -> Option<u64> {
+    let mut leader = None;
+    for id in nodes {
+        let s = status(c.node(*id).ui_port)?;
+        let l = s["node"]["leader"]["id"].as_u64()?;
+        if leader.is_some_and(|x| x != l) {
+            return None;
+        }
+        leader = Some(l);
+    }
+    let l = leader?;
+    let s = status(c.node(l).ui_port)?;
+    (s["node"]["role"] == "leader").then_some(l)
+}
+
+fn kill(pid: u32) {
+    // SAFETY: kill(2) with a pid read from nodes.json (a node of this test's cluster).
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+async fn propose(c: &DevCluster, id: u64, payload: &str) -> Result<Value, PeerError> {
+    let addr = format!("127.0.0.1:{}", c.node(id).api_port);
+    let body = c
+        .client
+        .call(
+            &addr,
+            Method::POST,
+            "/cluster/propose",
+            payload.as_bytes().to_vec(),
+            Duration::from_secs(15),
+        )
+        .await?;
+    Ok(serde_json::from_slice(&body).unwrap())
+}
+
+/// The engine's own socket and operator password (read directly, bypassing the operator).
+/// `None` while the node is not up.
+fn engine_opts(c: &DevCluster, id: u64) -> Option<OptsBuilder> {
+    let n = c.node(id);
+    let s = status(n.ui_port)?;
+    let addr = s["engine"]["address"].as_str()?.to_string();
+    let socket = addr.strip_prefix("unix:")?.to_string();
+    let pw = std::fs::read_to_string(n.data_dir.join("engine/operator.secret")).ok()?;
+    Some(
+        OptsBuilder::default()
+            .socket(Some(socket))
+            .user(Some("root"))
+            .pass(Some(pw.trim().to_string())),
+    )
+}
+
+/// Payloads recorded by the placeholder state machine in node `id`'s engine, in log order.
+async fn recorded(c: &DevCluster, id: u64) -> Vec<String> {
+    let Some(opts) = engine_opts(c, id) else {
+        return Vec::new();
+    };
+    let mut conn = match Conn::new(opts).await {
+        Ok(c) => c,
+        Err(_) => return Vec::new(),
+    };
+    let rows: Vec<Vec<u8>> = conn
+        .query("SELECT payload FROM flux_cluster_placeholder.entries ORDER BY idx")
+        .await
+        .unwrap_or_default();
+    let _ = conn.disconnect().await;
+    rows.into_iter()
+        .map(|r| String::from_utf8(r).unwrap())
+        .collect()
+}
+
+async fn wait_recorded(c: &DevCluster, id: u64, expected: &[String]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = recorded(c, id).await;
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} has {} entries, expected {}; first difference at {:?}",
+            got.len(),
+            expected.len(),
+            got.iter().zip(expected).position(|(a, b)| a != b)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn login(port: u16, password: &str) -> Result<Conn, mysql_async::Error> {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("root"))
+        .pass(Some(password.to_string()))
+        .prefer_socket(false);
+    Conn::new(opts).await
+}
+
+fn raw_get_root(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // HTTP/1.0 without a Host header: the load balancer's probe.
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    r.lines().next().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
+    let t0 = Instant::now();
+    let mut c = DevCluster::start(
+        3,
+        &[
+            "--auth-master-only",
+            "true",
+            "--snapshot-logs",
+            "40",
+            "--raft-keep-logs",
+            "5",
+        ],
+    );
+    println!("3-node dev cluster ready in {:?}", t0.elapsed());
+    let all = [1, 2, 3];
+    let leader = poll("a leader", WAIT, || agreed_leader(&c, &all));
+    println!("leader elected: node {leader}");
+    let followers: Vec<u64> = all.iter().copied().filter(|&i| i != leader).collect();
+
+    // A wrong cluster secret is refused (401) and logged, without the secret.
+    let wrong = PeerClient::new(
+        Some(ClusterSecret::new("not-the-cluster-secret").unwrap()),
+        9,
+    );
+    let addr = format!("127.0.0.1:{}", c.node(leader).api_port);
+    match wrong
+        .call(
+            &addr,
+            Method::GET,
+            "/cluster/info",
+            Vec::new(),
+            Duration::from_secs(5),
+        )
+        .await
+    {
+        Err(PeerError::Status { status, .. }) => assert_eq!(status, 401),
+        other => panic!("wrong secret accepted: {other:?}"),
+    }
+    let unsigned = PeerClient::new(None, 9);
+    let payload = b"forged".to_vec();
+    match unsigned
+        .call(
+            &addr,
+            Method::POST,
+            "/cluster/propose",
+            payload,
+            Duration::from_secs(5),
+        )
+        .await
+    {
+        Err(PeerError::Status { status, .. }) => assert_eq!(status, 401),
+        other => panic!("unsigned request accepted: {other:?}"),
+    }
+    poll("the refusal in the log", WAIT, || {
+        std::fs::read_to_string(&c.node(leader).log)
+            .unwrap()
+            .contains("internal API request refused")
+            .then_some(())
+    });
+
+    // Ordered replication to every engine.
+    let mut expected: Vec<String> = Vec::new();
+    for i in 0..10 {
+        let p = format!("entry-{i:03}");
+        let r = propose(&c, leader, &p).await.unwrap();
+        assert!(r["index"].as_u64().unwrap() > 0);
+        expected.push(p);
+    }
+    // A follower refuses proposals and names the leader.
+    match propose(&c, followers[0], "refused").await {
+        Err(PeerError::Status { status, body, .. }) => {
+            assert_eq!(status, 503);
+            let leader_mysql = format!("127.0.0.1:{}", c.node(leader).mysql_port);
+            assert!(body.contains(&leader_mysql), "{body}");
+        }
+        other => panic!("a follower accepted a proposal: {other:?}"),
+    }
+    for id in all {
+        wait_recorded(&c, id, &expected).await;
+    }
+
+    // The probe without Host: 200 on the leader only.
+    assert!(raw_get_root(c.node(leader).ui_port)
+        .unwrap()
+        .contains(" 200 "));
+    for f in &followers {
+        assert!(raw_get_root(c.node(*f).ui_port).unwrap().contains(" 503 "));
+    }
+
+    // AUTH_MASTER_ONLY: the leader admits clients, a follower refuses and names the leader.
+    let pw = c.password();
+    let mut conn = login(c.node(leader).mysql_port, &pw).await.unwrap();
+    let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    drop(conn);
+    match login(c.node(followers[0]).mysql_port, &pw).await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1290);
+            assert!(
+                e.message
+                    .contains(&format!("127.0.0.1:{}", c.node(leader).mysql_port)),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("a follower admitted a client: {:?}", other.map(|_| ())),
+    }
+
+    // Status shows role, term, commit/applied and per-peer progress on the leader.
+    let s = status(c.node(leader).ui_port).unwrap();
+    assert_eq!(s["node"]["id"], leader);
+    assert!(s["node"]["pid"].as_u64().is_some());
+    assert!(s["cluster"]["term"].as_u64().unwrap() >= 1);
+    assert!(s["cluster"]["commit_index"].as_u64().unwrap() >= 10);
+    assert_eq!(s["cluster"]["peers"].as_array().unwrap().len(), 3);
+    assert_eq!(s["cluster"]["diverged"], false);
+
+    // Leader SIGKILL: a new leader within 3 s.
+    let old = leader;
+    kill(c.node(old).pid);
+    let killed_at = Instant::now();
+    let leader = poll("a new leader", WAIT, || agreed_leader(&c, &followers));
+    let failover = killed_at.elapsed();
+    println!("failover: new leader node {leader} after {failover:?}");
+    assert_ne!(leader, old);
+    assert!(
+        failover < Duration::from_secs(3),
+        "failover took {failover:?}"
+    );
+    for i in 10..15 {
+        let p = format!("entry-{i:03}");
+        propose(&c, leader, &p).await.unwrap();
+        expected.push(p);
+    }
+    // The killed node restarted from nodes.json catches up from the log (nothing compacted).
+    let s = status(c.node(leader).ui_port).unwrap();
+    assert!(s["cluster"]["purged_index"].is_null(), "{s}");
+    c.restart(old);
+    wait_recorded(&c, old, &expected).await;
+    println!("node {old} rejoined and caught up from the log");
+
+    // A follower down while the log is compacted catches up from a snapshot.
+    let down = *all.iter().find(|&&i| i != leader && i != old).unwrap();
+    kill(c.node(down).pid);
+    for i in 15..75 {
+        let p = format!("entry-{i:03}");
+        propose(&c, leader, &p).await.unwrap();
+        expected.push(p);
+    }
+    let purged = poll("log compaction on the leader", WAIT, || {
+        status(c.node(leader).ui_port).and_then(|s| s["cluster"]["purged_index"].as_u64())
+    });
+    println!("leader compacted its log up to {purged}");
+    c.restart(down);
+    wait_recorded(&c, down, &expected).await;
+    let s = poll("the restarted node's status", WAIT, || {
+        status(c.node(down).ui_port)
+    });
+    assert!(
+        s["cluster"]["snapshot_index"].as_u64().is_some(),
+        "node {down} did not install a snapshot: {s}"
+    );
+    println!("node {down} caught up from a snapshot");
+
+    // A fourth node: learner, caught up (from the compacted log: a snapshot), then voter.
+    let mysql = reserve_port().unwrap();
+    let api = reserve_port().unwrap();
+    let ui = reserve_port().unwrap();
+    let data = c.dir.path().join("c/node4");
+    std::fs::create_dir_all(&data).unwrap();
+    let log4 = data.join("shared-db.log");
+    let mut env = c.node(1).env.clone();
+    env.remove("PEERS");
+    env.insert("NODE_ID".into(), "4".into());
+    env.insert("JOIN".into(), "true".into());
+    env.insert("DATA_DIR".into(), data.display().to_string());
+    env.insert("EXT_DB_PORT".into(), mysql.port().to_string());
+    env.insert("API_PORT".into(), api.port().to_string());
+    env.insert("UI_PORT".into(), ui.port().to_string());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shared-db"));
+    cmd.arg("serve")
+        .args(["--engine-buffer-pool", "64M", "--auth-master-only", "true"])
+        .env_clear()
+        .envs(&env);
+    drop((mysql, api, ui));
+    c.extra
+        .push(ManagedChild::spawn("node4", cmd, &log4).unwrap());
+    poll("node 4 ready", START, || {
+        std::fs::read_to_string(&log4)
+            .unwrap_or_default()
+            .contains("shared-db is ready")
+            .then_some(())
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_shared-db"))
+        .args(["cluster", "add-node", "--node"])
+        .arg(format!("127.0.0.1:{}", c.node(followers[0]).api_port))
+        .args(["--id", "4", "--internal"])
+        .arg(format!("127.0.0.1:{}", env["API_PORT"]))
+        .arg("--mysql")
+        .arg(format!("127.0.0.1:{}", env["EXT_DB_PORT"]))
+        .env("CLUSTER_SECRET", &c.secret)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "add-node failed: {text}");
+    assert!(text.contains("4 voter"), "{text}");
+    let ui4: u16 = env["UI_PORT"].parse().unwrap();
+    let s4 = poll("node 4 applied everything", WAIT, || {
+        let s = status(ui4)?;
+        (s["cluster"]["applied_index"].as_u64()?
+            >= status(c.node(leader).ui_port)?["cluster"]["commit_index"].as_u64()?)
+        .then_some(s)
+    });
+    assert_eq!(s4["node"]["role"], "follower", "{s4}");
+    // Node 4's engine has every entry.
+    let n4 = DevNode {
+        id: 4,
+        pid: 0,
+        mysql_port: env["EXT_DB_PORT"].parse().unwrap(),
+        api_port: env["API_PORT"].parse().unwrap(),
+        ui_port: ui4,
+        data_dir: data.clone(),
+        log: log4.clone(),
+        argv: Vec::new(),
+        env: Default::default(),
+    };
+    c.file.nodes.push(n4);
+    wait_recorded(&c, 4, &expected).await;
+
+    // `cluster status` lists four members, one leader.
+    let out = Command::new(env!("CARGO_BIN_EXE_shared-db"))
+        .args(["cluster", "status", "--node"])
+        .arg(format!("127.0.0.1:{}", c.node(leader).api_port))
+        .env("CLUSTER_SECRET_FILE", &c.file.cluster_secret_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" leader ").count(), 1, "{text}");
+    assert_eq!(text.matches("follower").count(), 3, "{text}");
+
+    // The secret never appears in any log.
+    let logs = c.all_logs() + &std::fs::read_to_string(&log4).unwrap();
+    assert!(!logs.contains(&c.secret), "the cluster secret was logged");
+    println!("scenario done in {:?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_of_one_works_and_stops_its_nodes() {
+    let c = DevCluster::start(1, &[]);
+    let n = c.node(1).clone();
+    poll("a leader", WAIT, || agreed_leader(&c, &[1]));
+    let r = propose(&c, 1, "solo").await.unwrap();
+    assert!(r["index"].as_u64().unwrap() >= 1);
+    // Through a real client on the node's MySQL port.
+    let mut conn = login(n.mysql_port, &c.password()).await.unwrap();
+    let rows: Vec<Vec<u8>> = conn
+        .query("SELECT payload FROM flux_cluster_placeholder.entries")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![b"solo".to_vec()]);
+    drop(conn);
+    assert!(raw_get_root(n.ui_port).unwrap().contains(" 200 "));
+    // SIGTERM to dev-cluster stops its node (and the node its engine) before it exits.
+    let mut c = c;
+    assert!(c.child.stop().is_some_and(|s| s.success()));
+    assert!(
+        !Path::new(&format!("/proc/{}", n.pid)).exists(),
+        "node 1 still runs after dev-cluster stopped"
+    );
+}
