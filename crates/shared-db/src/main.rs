@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run one node: the MySQL protocol on EXT_DB_PORT (3307), `/status` on UI_PORT (8008) and
     /// the internal cluster API on API_PORT (7071).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Operate a running cluster through its internal API.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -55,7 +55,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Cluster(cmd) => report(runtime.block_on(shared_db::cluster_cli::run(cmd))),
         Command::DevCluster(args) => report(runtime.block_on(shared_db::dev_cluster::run(args))),
     }

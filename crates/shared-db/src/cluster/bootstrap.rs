@@ -4,6 +4,7 @@
 //!   asks to be added (learner, caught up, then voter);
 //! - otherwise, once every initial peer answered, the node with the lowest id initialises the
 //!   membership with all of them as voters; the others wait to hear from the leader.
+//!
 //! A node with no peers (and not joining) initialises a cluster of one.
 
 use std::collections::BTreeMap;
