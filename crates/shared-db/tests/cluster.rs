@@ -513,3 +513,92 @@ async fn dev_cluster_of_one_works_and_stops_its_nodes() {
         "node 1 still runs after dev-cluster stopped"
     );
 }
+
+/// Discovery through a (local, fake) Flux API: two nodes on 127.0.0.2 and 127.0.0.3 share
+/// API_PORT like Flux instances do, have no NODE_ID and no PEERS, find each other from the
+/// app's locations and form one cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_discovery_forms_a_cluster() {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/apps/location/{app}",
+        get(|axum::extract::Path(app): axum::extract::Path<String>| async move {
+            if app != "mydb" {
+                return axum::Json(serde_json::json!({"status": "error", "data": []}));
+            }
+            // One location with a UPnP port (dropped), one bare IP.
+            axum::Json(serde_json::json!({
+                "status": "success",
+                "data": [{"ip": "127.0.0.2:16127"}, {"ip": "127.0.0.3"}]
+            }))
+        }),
+    );
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}", api.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(api, app).await;
+    });
+
+    let ports: Vec<_> = (0..3).map(|_| reserve_port().unwrap()).collect();
+    let (mysql, api_port, ui) = (ports[0].port(), ports[1].port(), ports[2].port());
+    let dir = tempfile::Builder::new().prefix("sdb-disc-").tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let data = dir.path().join(ip);
+        std::fs::create_dir_all(&data).unwrap();
+        let log = data.join("shared-db.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shared-db"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,shared_db=debug,openraft=warn")
+            .env("DATA_DIR", &data)
+            .env("BIND_ADDRESS", ip)
+            .env("ADVERTISE_HOST", ip)
+            .env("EXT_DB_PORT", mysql.to_string())
+            .env("API_PORT", api_port.to_string())
+            .env("UI_PORT", ui.to_string())
+            .env("DB_APPNAME", "mydb")
+            .env("FLUX_API_URL", &api_url)
+            .env("CLUSTER_SECRET", "discovery-test-secret-0123")
+            .env("DB_INIT_PASS", "pw")
+            .env("ENGINE_BUFFER_POOL", "64M");
+        nodes.push((ManagedChild::spawn(ip, cmd, &log).unwrap(), log, ip));
+    }
+    let client = PeerClient::new(
+        Some(ClusterSecret::new("discovery-test-secret-0123").unwrap()),
+        0,
+    );
+    let deadline = Instant::now() + START;
+    let infos = loop {
+        let mut infos = Vec::new();
+        for (_, _, ip) in &nodes {
+            let r: Result<shared_db::cluster::ClusterInfo, _> = client
+                .get_json(&format!("{ip}:{api_port}"), "/cluster/info", Duration::from_secs(2))
+                .await;
+            if let Ok(i) = r {
+                infos.push(i);
+            }
+        }
+        let formed = infos.len() == 2
+            && infos.iter().all(|i| i.members.len() == 2 && i.leader.is_some())
+            && infos[0].leader == infos[1].leader;
+        if formed {
+            break infos;
+        }
+        if Instant::now() > deadline {
+            let logs: String = nodes
+                .iter()
+                .map(|(_, l, _)| std::fs::read_to_string(l).unwrap_or_default())
+                .collect();
+            panic!("no cluster formed through discovery: {infos:?}\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Generated ids; the lowest bootstrapped; addresses are the advertised IPs.
+    let leader = infos[0].leader.clone().unwrap();
+    assert!(leader.internal_addr.starts_with("127.0.0."), "{leader:?}");
+    let ids: Vec<u64> = infos.iter().map(|i| i.id).collect();
+    assert_ne!(ids[0], ids[1]);
+    drop(ports);
+}

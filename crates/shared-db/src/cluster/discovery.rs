@@ -122,6 +122,35 @@ pub async fn flux_locations(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn flux_locations_from_a_local_api() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            assert!(req.starts_with("GET /apps/location/db1 "), "{req}");
+            let body = r#"{"status":"success","data":[{"ip":"10.1.1.1:16127","osUptime":5},{"ip":"10.1.1.2"},{"ip":"10.1.1.1"}]}"#;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(resp.as_bytes()).await.unwrap();
+        });
+        let peers = flux_locations(&base, "db1", 17071, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            peers.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>(),
+            ["10.1.1.1:17071", "10.1.1.2:17071"]
+        );
+        let err = flux_locations("http://127.0.0.1:1", "db1", 1, Duration::from_secs(2)).await;
+        assert!(err.is_err());
+    }
+
     #[test]
     fn peers_parse_with_ids_ports_and_v6() {
         let p = parse_peers(" 1=10.0.0.1:17071, node2 ,[::1]:9000, 3=db3", 7071).unwrap();
