@@ -522,16 +522,18 @@ async fn flux_discovery_forms_a_cluster() {
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/apps/location/{app}",
-        get(|axum::extract::Path(app): axum::extract::Path<String>| async move {
-            if app != "mydb" {
-                return axum::Json(serde_json::json!({"status": "error", "data": []}));
-            }
-            // One location with a UPnP port (dropped), one bare IP.
-            axum::Json(serde_json::json!({
-                "status": "success",
-                "data": [{"ip": "127.0.0.2:16127"}, {"ip": "127.0.0.3"}]
-            }))
-        }),
+        get(
+            |axum::extract::Path(app): axum::extract::Path<String>| async move {
+                if app != "mydb" {
+                    return axum::Json(serde_json::json!({"status": "error", "data": []}));
+                }
+                // One location with a UPnP port (dropped), one bare IP.
+                axum::Json(serde_json::json!({
+                    "status": "success",
+                    "data": [{"ip": "127.0.0.2:16127"}, {"ip": "127.0.0.3"}]
+                }))
+            },
+        ),
     );
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_url = format!("http://{}", api.local_addr().unwrap());
@@ -541,7 +543,10 @@ async fn flux_discovery_forms_a_cluster() {
 
     let ports: Vec<_> = (0..3).map(|_| reserve_port().unwrap()).collect();
     let (mysql, api_port, ui) = (ports[0].port(), ports[1].port(), ports[2].port());
-    let dir = tempfile::Builder::new().prefix("sdb-disc-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("sdb-disc-")
+        .tempdir()
+        .unwrap();
     let mut nodes = Vec::new();
     for ip in ["127.0.0.2", "127.0.0.3"] {
         let data = dir.path().join(ip);
@@ -574,14 +579,20 @@ async fn flux_discovery_forms_a_cluster() {
         let mut infos = Vec::new();
         for (_, _, ip) in &nodes {
             let r: Result<shared_db::cluster::ClusterInfo, _> = client
-                .get_json(&format!("{ip}:{api_port}"), "/cluster/info", Duration::from_secs(2))
+                .get_json(
+                    &format!("{ip}:{api_port}"),
+                    "/cluster/info",
+                    Duration::from_secs(2),
+                )
                 .await;
             if let Ok(i) = r {
                 infos.push(i);
             }
         }
         let formed = infos.len() == 2
-            && infos.iter().all(|i| i.members.len() == 2 && i.leader.is_some())
+            && infos
+                .iter()
+                .all(|i| i.members.len() == 2 && i.leader.is_some())
             && infos[0].leader == infos[1].leader;
         if formed {
             break infos;

@@ -120,7 +120,6 @@ impl SmStore {
         let applied = engine.map(log_id).max(ours);
         let snaps = raft_dir.join("snapshots");
         std::fs::create_dir_all(&snaps).map_err(|e| format!("{}: {e}", snaps.display()))?;
-        let _ = std::fs::remove_dir_all(raft_dir.join("incoming-tmp"));
         let mut current: Option<StoredSnapshot> = None;
         if let Ok(rd) = std::fs::read_dir(&snaps) {
             for e in rd.flatten() {
