@@ -505,6 +505,7 @@ async fn dev_cluster_of_one_works_and_stops_its_nodes() {
     assert_eq!(rows, vec![b"solo".to_vec()]);
     drop(conn);
     assert!(raw_get_root(n.ui_port).unwrap().contains(" 200 "));
+    snapshot_transfer_resumes_and_refuses_corrupt_data(&c).await;
     // SIGTERM to dev-cluster stops its node (and the node its engine) before it exits.
     let mut c = c;
     assert!(c.child.stop().is_some_and(|s| s.success()));
@@ -612,4 +613,81 @@ async fn flux_discovery_forms_a_cluster() {
     let ids: Vec<u64> = infos.iter().map(|i| i.id).collect();
     assert_ne!(ids[0], ids[1]);
     drop(ports);
+}
+
+/// Drives the snapshot-receiving endpoints of a real node by hand: an interrupted transfer
+/// resumes at the bytes already received, chunks must arrive at the right offset, paths cannot
+/// escape, and data that does not match its checksums is discarded instead of installed.
+async fn snapshot_transfer_resumes_and_refuses_corrupt_data(c: &DevCluster) {
+    use sha2::{Digest, Sha256};
+    use shared_db::cluster::snapshot::{BeginRequest, BeginResponse, FileEntry, StoredSnapshot};
+    let addr = format!("127.0.0.1:{}", c.node(1).api_port);
+    let content = b"0123456789";
+    let sha = hex::encode(Sha256::digest(content));
+    let mut raft = shared_db::cluster::types::RaftSnapshotMeta::default();
+    raft.snapshot_id = "9-99-test".into();
+    let begin = |files: Vec<FileEntry>| BeginRequest {
+        vote: Default::default(),
+        snapshot: StoredSnapshot {
+            raft: raft.clone(),
+            sm: shared_db::cluster::contract::SnapshotMeta {
+                last_applied: shared_db::cluster::contract::LogPosition { term: 9, index: 99 },
+                size_bytes: 10,
+                checksum: sha.clone(),
+            },
+        },
+        files,
+    };
+    let files = vec![FileEntry {
+        path: "db/a.sql".into(),
+        size: 10,
+        sha256: sha.clone(),
+    }];
+    let post = |path: String, body: Vec<u8>| {
+        let client = c.client.clone();
+        let addr = addr.clone();
+        async move {
+            client
+                .call_raw(&addr, Method::POST, &path, body, Duration::from_secs(10))
+                .await
+                .unwrap()
+        }
+    };
+    let body = postcard::to_allocvec(&begin(files.clone())).unwrap();
+    let (st, b) = post("/raft/snapshot/begin".into(), body.clone()).await;
+    assert_eq!(st, 200);
+    let r: BeginResponse = postcard::from_bytes(&b).unwrap();
+    assert!(r.have.is_empty());
+    let chunk = |off: u64| format!("/raft/snapshot/chunk?id=9-99-test&offset={off}&path=db/a.sql");
+    assert_eq!(post(chunk(0), content[..4].to_vec()).await.0, 200);
+    // Interrupted; the sender starts again and learns where to resume.
+    let (_, b) = post("/raft/snapshot/begin".into(), body).await;
+    let r: BeginResponse = postcard::from_bytes(&b).unwrap();
+    assert_eq!(r.have.get("db/a.sql"), Some(&4));
+    assert_eq!(post(chunk(0), content[..4].to_vec()).await.0, 409);
+    // The rest, corrupted in transit: finish refuses it and discards the transfer.
+    assert_eq!(post(chunk(4), b"XXXXXX".to_vec()).await.0, 200);
+    let fin = shared_db::cluster::snapshot::FinishRequest {
+        vote: Default::default(),
+        snapshot_id: "9-99-test".into(),
+    };
+    let (st, b) = post(
+        "/raft/snapshot/finish".into(),
+        postcard::to_allocvec(&fin).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 422, "{}", String::from_utf8_lossy(&b));
+    assert!(!c.node(1).data_dir.join("raft/incoming/9-99-test").exists());
+    // Paths that would leave the transfer directory are refused.
+    let evil = vec![FileEntry {
+        path: "../../escape".into(),
+        size: 1,
+        sha256: sha.clone(),
+    }];
+    let (st, _) = post(
+        "/raft/snapshot/begin".into(),
+        postcard::to_allocvec(&begin(evil)).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 400);
 }
