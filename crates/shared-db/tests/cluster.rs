@@ -624,8 +624,10 @@ async fn snapshot_transfer_resumes_and_refuses_corrupt_data(c: &DevCluster) {
     let addr = format!("127.0.0.1:{}", c.node(1).api_port);
     let content = b"0123456789";
     let sha = hex::encode(Sha256::digest(content));
-    let mut raft = shared_db::cluster::types::RaftSnapshotMeta::default();
-    raft.snapshot_id = "9-99-test".into();
+    let raft = shared_db::cluster::types::RaftSnapshotMeta {
+        snapshot_id: "9-99-test".into(),
+        ..Default::default()
+    };
     let begin = |files: Vec<FileEntry>| BeginRequest {
         vote: Default::default(),
         snapshot: StoredSnapshot {
