@@ -449,12 +449,27 @@ async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
     assert!(out.status.success(), "add-node failed: {text}");
     assert!(text.contains("4 voter"), "{text}");
     let ui4: u16 = env["UI_PORT"].parse().unwrap();
-    let s4 = poll("node 4 applied everything", WAIT, || {
-        let s = status(ui4)?;
-        (s["cluster"]["applied_index"].as_u64()?
-            >= status(c.node(leader).ui_port)?["cluster"]["commit_index"].as_u64()?)
-        .then_some(s)
-    });
+    let deadline = Instant::now() + WAIT;
+    let s4 = loop {
+        let caught_up = status(ui4).and_then(|s| {
+            (s["cluster"]["applied_index"].as_u64()?
+                >= status(c.node(leader).ui_port)?["cluster"]["commit_index"].as_u64()?)
+            .then_some(s)
+        });
+        if let Some(s) = caught_up {
+            break s;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "node 4 did not catch up.\nnode 4: {:?}\nleader: {:?}\nnode 4 log:\n{}\nleader log:\n{}",
+                status(ui4),
+                status(c.node(leader).ui_port),
+                tail(&log4, 80),
+                tail(&c.node(leader).log, 80)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(s4["node"]["role"], "follower", "{s4}");
     // Node 4's engine has every entry.
     let n4 = DevNode {
@@ -692,4 +707,10 @@ async fn snapshot_transfer_resumes_and_refuses_corrupt_data(c: &DevCluster) {
     )
     .await;
     assert_eq!(st, 400);
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

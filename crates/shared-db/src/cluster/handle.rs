@@ -138,11 +138,12 @@ impl Cluster {
         let (sm_store, sm_shared) = SmStore::open(sm, log.clone(), &settings.raft_dir)
             .await
             .map_err(ClusterError::State)?;
+        let (election_min, election_max) = openraft_election_timeouts(&settings);
         let config = openraft::Config {
             cluster_name: "shared-db".into(),
             heartbeat_interval: settings.heartbeat.as_millis() as u64,
-            election_timeout_min: settings.election_min.as_millis() as u64,
-            election_timeout_max: settings.election_max.as_millis() as u64,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
             max_in_snapshot_log_to_keep: settings.keep_logs,
             install_snapshot_timeout: 10_000,
@@ -412,6 +413,22 @@ impl Cluster {
         let m = self.raft.metrics().borrow().membership_config.clone();
         m.membership().get_node(&id).map(|n| n.peer_info(id))
     }
+}
+
+/// openraft's election timeouts for the configured ones. A follower that has seen a leader
+/// waits openraft's leader lease (its `election_timeout_max`) plus its own random election
+/// timeout before campaigning; the configured range is that total, so openraft gets half the
+/// configured maximum as its maximum and the rest of the minimum (above the heartbeat) as its
+/// minimum. With 500–900 ms: openraft 151–450 ms, a follower campaigns after 601–900 ms of
+/// silence, and retries a split vote after 151–450 ms.
+pub fn openraft_election_timeouts(s: &ClusterSettings) -> (u64, u64) {
+    let hb = s.heartbeat.as_millis() as u64;
+    let max = (s.election_max.as_millis() as u64 / 2).max(hb * 2 + 2);
+    let min = (s.election_min.as_millis() as u64)
+        .saturating_sub(max)
+        .max(hb + 1)
+        .min(max - 1);
+    (min, max)
 }
 
 impl ReplicatedLog for Cluster {

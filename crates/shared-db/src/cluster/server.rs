@@ -234,7 +234,7 @@ async fn snap_finish(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
-    let _guard = c.receiving.lock().await;
+    let guard = c.receiving.lock().await;
     let (stored, files) = match load_transfer(&c, &req.snapshot_id) {
         Ok(t) => t,
         Err(e) => return bad_request(e),
@@ -264,19 +264,43 @@ async fn snap_finish(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
     let _ = std::fs::remove_file(dir.join("transfer.json"));
+    // Out of `incoming/` (which the next transfer clears) into `received/`, from where the
+    // state machine store moves it into `snapshots/` once installed.
+    let received = c
+        .settings()
+        .raft_dir
+        .join("received")
+        .join(&req.snapshot_id);
+    let moved = std::fs::create_dir_all(c.settings().raft_dir.join("received")).and_then(|()| {
+        let _ = std::fs::remove_dir_all(&received);
+        std::fs::rename(&dir, &received)
+    });
+    if let Err(e) = moved {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
     tracing::info!(snapshot = %req.snapshot_id, "snapshot received and verified");
     let snap = Snapshot {
         meta: stored.raft.clone(),
         snapshot: Box::new(SnapshotDir {
-            path: data,
+            path: received.join("data"),
             meta: stored.sm.clone(),
         }),
     };
-    let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
-        c.raft.install_full_snapshot(req.vote, snap).await;
-    // Not installed (stale) or moved into place: nothing is left to keep.
-    let _ = std::fs::remove_dir_all(&dir);
-    postcard_response(&res)
+    // Runs to the end even if the sender goes away meanwhile.
+    let cc = Arc::clone(&c);
+    let vote = req.vote;
+    let task = tokio::spawn(async move {
+        let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            cc.raft.install_full_snapshot(vote, snap).await;
+        // Installed (moved into place) or not installed (stale): nothing is left to keep.
+        let _ = std::fs::remove_dir_all(&received);
+        res
+    });
+    drop(guard);
+    match task.await {
+        Ok(res) => postcard_response(&res),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn info(State(c): State<Arc<Cluster>>) -> Response {

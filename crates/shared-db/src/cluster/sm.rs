@@ -118,6 +118,8 @@ impl SmStore {
             None => (None, StoredMembership::default()),
         };
         let applied = engine.map(log_id).max(ours);
+        // Snapshots received but not installed before a restart: the leader sends again.
+        let _ = std::fs::remove_dir_all(raft_dir.join("received"));
         let snaps = raft_dir.join("snapshots");
         std::fs::create_dir_all(&snaps).map_err(|e| format!("{}: {e}", snaps.display()))?;
         let mut current: Option<StoredSnapshot> = None;
