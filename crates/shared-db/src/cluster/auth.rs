@@ -1,7 +1,9 @@
 //! Node-to-node authentication: every internal API request carries an HMAC-SHA256 over its
 //! method, path, timestamp, a nonce and the SHA-256 of its body, keyed with the shared cluster
-//! secret. The receiver checks the MAC in constant time, refuses timestamps outside a window and
-//! remembers nonces inside it, so a captured request cannot be replayed.
+//! secret. The body's SHA-256 also travels as a header, so the receiver checks the MAC (in
+//! constant time) before reading any body, and then checks the body against it. Timestamps
+//! outside a window are refused and nonces inside it remembered, so a captured request cannot be
+//! replayed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +15,7 @@ use sha2::{Digest, Sha256};
 pub const H_TIMESTAMP: &str = "x-shared-db-timestamp";
 pub const H_NONCE: &str = "x-shared-db-nonce";
 pub const H_SIGNATURE: &str = "x-shared-db-signature";
+pub const H_BODY: &str = "x-shared-db-body-sha256";
 pub const H_NODE: &str = "x-shared-db-node";
 
 /// How far a request's timestamp may be from the receiver's clock.
@@ -40,14 +43,26 @@ pub enum AuthError {
     Replayed,
     #[error("bad signature (wrong cluster secret?)")]
     BadSignature,
+    #[error("the body does not match its signed hash")]
+    BodyMismatch,
 }
 
 /// The headers of one signed request.
 #[derive(Debug, Clone)]
 pub struct Signed {
+    pub body_sha256: String,
     pub timestamp_ms: u64,
     pub nonce: String,
     pub signature: String,
+}
+
+/// The authentication headers of a request, as received.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Presented<'a> {
+    pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub body_sha256: Option<&'a str>,
 }
 
 fn now_ms() -> u64 {
@@ -55,6 +70,11 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Hex SHA-256 of a request body.
+pub fn body_hash(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
 }
 
 impl ClusterSecret {
@@ -67,9 +87,7 @@ impl ClusterSecret {
         Ok(ClusterSecret(s.as_bytes().to_vec()))
     }
 
-    fn mac(&self, method: &str, path: &str, ts: u64, nonce: &str, body: &[u8]) -> Hmac<Sha256> {
-        let body_hash = hex::encode(Sha256::digest(body));
-        // Hmac accepts keys of any length.
+    fn mac(&self, method: &str, path: &str, ts: u64, nonce: &str, body_hash: &str) -> Hmac<Sha256> {
         let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
             Ok(m) => m,
             Err(_) => unreachable!("HMAC takes keys of any length"),
@@ -85,11 +103,13 @@ impl ClusterSecret {
         // A nonce that repeats only weakens replay protection; it never breaks a request.
         let _ = getrandom::fill(&mut n);
         let nonce = hex::encode(n);
+        let body_sha256 = body_hash(body);
         let sig = self
-            .mac(method, path, ts, &nonce, body)
+            .mac(method, path, ts, &nonce, &body_sha256)
             .finalize()
             .into_bytes();
         Signed {
+            body_sha256,
             timestamp_ms: ts,
             nonce,
             signature: hex::encode(sig),
@@ -112,27 +132,31 @@ impl Verifier {
         }
     }
 
-    pub fn verify(
+    /// Checks the headers (signature, freshness, nonce) without the body; the caller then
+    /// checks the body with [`Verifier::check_body`].
+    pub fn verify_headers(
         &self,
         method: &str,
         path: &str,
-        timestamp: Option<&str>,
-        nonce: Option<&str>,
-        signature: Option<&str>,
-        body: &[u8],
+        h: Presented<'_>,
     ) -> Result<(), AuthError> {
-        let ts: u64 = timestamp
+        let ts: u64 = h
+            .timestamp
             .ok_or(AuthError::Missing(H_TIMESTAMP))?
             .parse()
             .map_err(|_| AuthError::Malformed(H_TIMESTAMP))?;
-        let nonce = nonce.ok_or(AuthError::Missing(H_NONCE))?;
+        let nonce = h.nonce.ok_or(AuthError::Missing(H_NONCE))?;
         if nonce.is_empty() || nonce.len() > 64 {
             return Err(AuthError::Malformed(H_NONCE));
         }
-        let sig = hex::decode(signature.ok_or(AuthError::Missing(H_SIGNATURE))?)
+        let body_sha = h.body_sha256.ok_or(AuthError::Missing(H_BODY))?;
+        if body_sha.len() != 64 {
+            return Err(AuthError::Malformed(H_BODY));
+        }
+        let sig = hex::decode(h.signature.ok_or(AuthError::Missing(H_SIGNATURE))?)
             .map_err(|_| AuthError::Malformed(H_SIGNATURE))?;
         self.secret
-            .mac(method, path, ts, nonce, body)
+            .mac(method, path, ts, nonce, body_sha)
             .verify_slice(&sig)
             .map_err(|_| AuthError::BadSignature)?;
         let now = now_ms();
@@ -150,6 +174,27 @@ impl Verifier {
         seen.insert(nonce.to_string(), ts + window);
         Ok(())
     }
+
+    /// Checks a body against the hash the signature covered.
+    pub fn check_body(signed_hash: &str, body: &[u8]) -> Result<(), AuthError> {
+        if body_hash(body).eq_ignore_ascii_case(signed_hash) {
+            Ok(())
+        } else {
+            Err(AuthError::BodyMismatch)
+        }
+    }
+
+    /// Headers and body at once.
+    pub fn verify(
+        &self,
+        method: &str,
+        path: &str,
+        h: Presented<'_>,
+        body: &[u8],
+    ) -> Result<(), AuthError> {
+        self.verify_headers(method, path, h)?;
+        Self::check_body(h.body_sha256.unwrap_or_default(), body)
+    }
 }
 
 #[cfg(test)]
@@ -163,32 +208,44 @@ mod tests {
     #[test]
     fn signed_requests_verify_once_and_only_with_the_same_secret() {
         let s = secret("0123456789abcdef-one");
-        let v = Verifier::new(s.clone());
         let sig = s.sign("POST", "/raft/vote", b"body");
-        let check = |v: &Verifier, path: &str, body: &[u8]| {
-            v.verify(
-                "POST",
-                path,
-                Some(&sig.timestamp_ms.to_string()),
-                Some(&sig.nonce),
-                Some(&sig.signature),
-                body,
-            )
+        let ts = sig.timestamp_ms.to_string();
+        let h = Presented {
+            timestamp: Some(&ts),
+            nonce: Some(&sig.nonce),
+            signature: Some(&sig.signature),
+            body_sha256: Some(&sig.body_sha256),
         };
-        // Tampered body or path.
+        let v = Verifier::new(s.clone());
+        // Tampered path, or a different body with its own hash under the old signature.
         assert_eq!(
-            check(&v, "/raft/vote", b"bodx"),
+            v.verify("POST", "/raft/append", h, b"body"),
             Err(AuthError::BadSignature)
         );
+        let other_hash = body_hash(b"bodx");
+        let forged = Presented {
+            body_sha256: Some(&other_hash),
+            ..h
+        };
         assert_eq!(
-            check(&v, "/raft/append", b"body"),
+            v.verify("POST", "/raft/vote", forged, b"bodx"),
             Err(AuthError::BadSignature)
         );
-        assert_eq!(check(&v, "/raft/vote", b"body"), Ok(()));
-        assert_eq!(check(&v, "/raft/vote", b"body"), Err(AuthError::Replayed));
+        // A body swapped under valid headers.
+        let v = Verifier::new(s.clone());
+        assert_eq!(
+            v.verify("POST", "/raft/vote", h, b"bodx"),
+            Err(AuthError::BodyMismatch)
+        );
+        let v = Verifier::new(s.clone());
+        assert_eq!(v.verify("POST", "/raft/vote", h, b"body"), Ok(()));
+        assert_eq!(
+            v.verify("POST", "/raft/vote", h, b"body"),
+            Err(AuthError::Replayed)
+        );
         let other = Verifier::new(secret("another-secret-value"));
         assert_eq!(
-            check(&other, "/raft/vote", b"body"),
+            other.verify("POST", "/raft/vote", h, b"body"),
             Err(AuthError::BadSignature)
         );
     }
@@ -198,20 +255,22 @@ mod tests {
         let s = secret("0123456789abcdef-two");
         let v = Verifier::new(s.clone());
         let old = now_ms() - 120_000;
-        let sig = s.mac("GET", "/x", old, "n1", b"").finalize().into_bytes();
+        let hash = body_hash(b"");
+        let sig = hex::encode(s.mac("GET", "/x", old, "n1", &hash).finalize().into_bytes());
+        let ts = old.to_string();
+        let h = Presented {
+            timestamp: Some(&ts),
+            nonce: Some("n1"),
+            signature: Some(&sig),
+            body_sha256: Some(&hash),
+        };
+        assert_eq!(v.verify("GET", "/x", h, b""), Err(AuthError::Stale));
+        let missing = Presented {
+            timestamp: None,
+            ..h
+        };
         assert_eq!(
-            v.verify(
-                "GET",
-                "/x",
-                Some(&old.to_string()),
-                Some("n1"),
-                Some(&hex::encode(sig)),
-                b""
-            ),
-            Err(AuthError::Stale)
-        );
-        assert_eq!(
-            v.verify("GET", "/x", None, Some("n"), Some("00"), b""),
+            v.verify("GET", "/x", missing, b""),
             Err(AuthError::Missing(H_TIMESTAMP))
         );
         assert!(ClusterSecret::new("short").is_err());

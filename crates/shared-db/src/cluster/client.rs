@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::auth::{ClusterSecret, H_NODE, H_NONCE, H_SIGNATURE, H_TIMESTAMP};
+use super::auth::{ClusterSecret, H_BODY, H_NODE, H_NONCE, H_SIGNATURE, H_TIMESTAMP};
 use super::contract::NodeId;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,7 @@ impl PeerClient {
         if let Some(secret) = &self.secret {
             let s = secret.sign(method.as_str(), path, &body);
             req = req
+                .header(H_BODY, s.body_sha256)
                 .header(H_TIMESTAMP, s.timestamp_ms.to_string())
                 .header(H_NONCE, s.nonce)
                 .header(H_SIGNATURE, s.signature);

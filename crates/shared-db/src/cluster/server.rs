@@ -20,7 +20,7 @@ use openraft::error::Fatal;
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
 use serde::Deserialize;
 
-use super::auth::{H_NONCE, H_SIGNATURE, H_TIMESTAMP};
+use super::auth::{Presented, Verifier, H_BODY, H_NONCE, H_SIGNATURE, H_TIMESTAMP};
 use super::contract::NodeId;
 use super::handle::{AddNode, Cluster};
 use super::network::{PATH_APPEND, PATH_SNAP_BEGIN, PATH_SNAP_CHUNK, PATH_SNAP_FINISH, PATH_VOTE};
@@ -53,7 +53,7 @@ pub fn router(cluster: Arc<Cluster>, extra: Router) -> Router {
 struct Gate {
     cluster: Arc<Cluster>,
     /// Per source address: when a refusal was last logged, and refusals since.
-    last_log: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+    last_log: Mutex<HashMap<IpAddr, (Option<Instant>, u64)>>,
 }
 
 fn header<'a>(req: &'a axum::http::request::Parts, name: &str) -> Option<&'a str> {
@@ -66,39 +66,48 @@ async fn authenticate(State(gate): State<Arc<Gate>>, req: Request, next: Next) -
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response(),
-    };
     let path = parts
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str())
         .to_string();
-    let verdict = match &gate.cluster.verifier {
+    let presented = Presented {
+        timestamp: header(&parts, H_TIMESTAMP),
+        nonce: header(&parts, H_NONCE),
+        signature: header(&parts, H_SIGNATURE),
+        body_sha256: header(&parts, H_BODY),
+    };
+    // The headers are checked before any body is read: an unauthenticated sender cannot make
+    // this node buffer anything.
+    let mut verdict = match &gate.cluster.verifier {
         None => Err("no CLUSTER_SECRET is configured on this node".to_string()),
         Some(v) => v
-            .verify(
-                parts.method.as_str(),
-                &path,
-                header(&parts, H_TIMESTAMP),
-                header(&parts, H_NONCE),
-                header(&parts, H_SIGNATURE),
-                &bytes,
-            )
+            .verify_headers(parts.method.as_str(), &path, presented)
             .map_err(|e| e.to_string()),
     };
+    let mut bytes = Bytes::new();
+    if verdict.is_ok() {
+        match axum::body::to_bytes(body, BODY_LIMIT).await {
+            Ok(b) => bytes = b,
+            Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response(),
+        }
+        verdict = Verifier::check_body(presented.body_sha256.unwrap_or_default(), &bytes)
+            .map_err(|e| e.to_string());
+    }
     if let Err(reason) = verdict {
         gate.cluster.auth_refused.fetch_add(1, Ordering::Relaxed);
         let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let mut log = gate.last_log.lock().unwrap_or_else(|p| p.into_inner());
-        let e = log
-            .entry(ip)
-            .or_insert((Instant::now() - Duration::from_secs(60), 0));
+        if log.len() > 1024 {
+            log.clear();
+        }
+        let e = log.entry(ip).or_insert((None, 0));
         e.1 += 1;
-        if e.0.elapsed() >= Duration::from_secs(5) {
+        if e.0
+            .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5))
+        {
             tracing::warn!(peer = %ip, path = %parts.uri.path(), %reason, refused = e.1, "internal API request refused: not authenticated");
-            *e = (Instant::now(), 0);
+            *e = (Some(Instant::now()), 0);
         }
         return (StatusCode::UNAUTHORIZED, "cluster authentication failed\n").into_response();
     }
