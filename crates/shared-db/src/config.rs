@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Managed engine: InnoDB buffer pool size (e.g. `256M`, `1G`).
     #[arg(long, env = "ENGINE_BUFFER_POOL")]
     pub engine_buffer_pool: Option<String>,
+    /// `off` (default: every statement runs on the local engine as sent) or `single` (a
+    /// one-node replicated log: writes go through the replication write path and `flux_meta`).
+    #[arg(long, env = "REPLICATION")]
+    pub replication: Option<String>,
     /// Threads serving client connections (default: half the cores, at least 1).
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -108,6 +112,7 @@ struct FileConfig {
     write_timeout_secs: Option<u64>,
     max_allowed_packet: Option<usize>,
     engine_buffer_pool: Option<String>,
+    replication: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +165,17 @@ pub struct Config {
     pub write_timeout: Duration,
     pub max_allowed_packet: usize,
     pub engine_buffer_pool: String,
+    pub replication: ReplicationMode,
+}
+
+/// How a node replicates when no cluster provider is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicationMode {
+    /// No replication: statements run on the local engine as sent.
+    #[default]
+    Off,
+    /// A one-node in-process log.
+    Single,
 }
 
 impl std::fmt::Debug for Config {
@@ -299,6 +315,16 @@ impl ServeArgs {
                 .engine_buffer_pool
                 .or(f.engine_buffer_pool)
                 .unwrap_or_else(|| "256M".into()),
+            replication: match self.replication.or(f.replication).as_deref() {
+                None | Some("off") | Some("") => ReplicationMode::Off,
+                Some("single") => ReplicationMode::Single,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "REPLICATION",
+                        message: format!("`{other}`: expected `off` or `single`"),
+                    })
+                }
+            },
         })
     }
 }

@@ -15,5 +15,6 @@ pub mod engine;
 pub mod node;
 pub mod private_file;
 pub mod protocol;
+pub mod replication;
 pub mod sql;
 pub mod tls;

@@ -9,7 +9,7 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, EngineMode};
+use crate::config::{Config, EngineMode, ReplicationMode};
 use crate::engine::{EngineError, EngineState, ManagedEngine, ManagedEngineConfig};
 use crate::protocol::auth::Verifier;
 use crate::protocol::backend::{
@@ -18,6 +18,9 @@ use crate::protocol::backend::{
 use crate::protocol::frontend::{Counters, Frontend, Limits, Registry, Whitelist};
 use crate::protocol::handshake::LoginPolicy;
 use crate::protocol::pool::BackendPool;
+use crate::replication::{
+    Replication, ReplicationEnv, ReplicationError, ReplicationProvider, SingleNodeProvider,
+};
 
 /// utf8mb4_general_ci, used until the engine tells us its default.
 const DEFAULT_COLLATION: u8 = 45;
@@ -37,6 +40,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
     #[error("data dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -88,6 +93,15 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: Config) -> Result<Node, NodeError> {
+        Self::start_with(config, None).await
+    }
+
+    /// Starts a node; with a provider (or `REPLICATION=single`) writes go through the
+    /// replicated log.
+    pub async fn start_with(
+        config: Config,
+        provider: Option<Box<dyn ReplicationProvider>>,
+    ) -> Result<Node, NodeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -157,7 +171,43 @@ impl Node {
             config.engine_pool_size,
             Duration::from_secs(10),
         );
+        let mysql_addr = SocketAddr::new(config.bind, config.port);
+        let mysql = TcpListener::bind(mysql_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: mysql_addr,
+                source,
+            })?;
+        let mysql_addr = mysql.local_addr().unwrap_or(mysql_addr);
+        let provider = match (provider, config.replication) {
+            (Some(p), _) => Some(p),
+            (None, ReplicationMode::Single) => {
+                Some(Box::new(SingleNodeProvider { node_id: 1 }) as Box<dyn ReplicationProvider>)
+            }
+            (None, ReplicationMode::Off) => None,
+        };
+        let replication = match provider {
+            None => None,
+            Some(p) => {
+                let env = ReplicationEnv {
+                    engine: target.clone(),
+                    data_dir: config.data_dir.clone(),
+                    mysql_addr: mysql_addr.to_string(),
+                };
+                let parts = p.start(env).await?;
+                let single = config.replication == ReplicationMode::Single;
+                let r = Replication::from_parts(parts);
+                if single {
+                    r.executor
+                        .propose_barrier()
+                        .await
+                        .map_err(|e| ReplicationError(e.to_string()))?;
+                }
+                Some(r)
+            }
+        };
         let frontend = Arc::new(Frontend {
+            replication,
             policy,
             pool,
             whitelist: Whitelist::parse(&config.whitelist).unwrap_or_default(),
@@ -172,13 +222,6 @@ impl Node {
             connections: Default::default(),
         });
 
-        let mysql_addr = SocketAddr::new(config.bind, config.port);
-        let mysql = TcpListener::bind(mysql_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: mysql_addr,
-                source,
-            })?;
         let http_addr = SocketAddr::new(config.bind, config.ui_port);
         let http = TcpListener::bind(http_addr)
             .await
@@ -186,7 +229,6 @@ impl Node {
                 addr: http_addr,
                 source,
             })?;
-        let mysql_addr = mysql.local_addr().unwrap_or(mysql_addr);
         let http_addr = http.local_addr().unwrap_or(http_addr);
 
         let (health_tx, health) = watch::channel(EngineHealth::Running);

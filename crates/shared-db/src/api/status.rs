@@ -19,11 +19,23 @@ pub fn router(state: Arc<NodeState>) -> Router {
 async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
     let f = &node.frontend;
     let c = &f.counters;
+    let replication = f.replication.as_ref().map(|r| {
+        let mut v = r.status_json();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("engine_state".into(), json!(node.engine_state()));
+        }
+        v
+    });
+    let role = f
+        .replication
+        .as_ref()
+        .map(|r| if r.is_leader() { "leader" } else { "follower" })
+        .unwrap_or("leader");
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node": {
             "pid": std::process::id(),
-            "role": "leader",
+            "role": role,
             "mysql_port": node.mysql_port,
         },
         "engine": {
@@ -52,5 +64,6 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
             "transaction": c.statements_transaction.load(Ordering::Relaxed),
         },
         "engine_errors": c.engine_errors.load(Ordering::Relaxed),
+        "replication": replication,
     }))
 }
