@@ -158,6 +158,23 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
             }
         }
     }
+    // Prepared statements that write run as text on the leader.
+    c.exec_drop(
+        "INSERT INTO app.t (node, v, u) VALUES (?, ?, ?)",
+        (id, 2.25f64, "it's \\ prepared"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.affected_rows(), 1);
+    mine += 1;
+    let u: Option<String> = c
+        .exec_first(
+            "SELECT u FROM app.t WHERE node = ? AND v = ?",
+            (id, 2.25f64),
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.as_deref(), Some("it's \\ prepared"));
     // Temporary tables live on the session (leader shadow and per-origin appliers).
     c.query_drop("CREATE TEMPORARY TABLE app.tmp (a INT)")
         .await

@@ -1,6 +1,7 @@
 //! One client connection from accept to close: admission, login, then the command loop that
 //! forwards each command to the session's engine connection and relays the answer.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use super::stream::BoxStream;
 use super::wire;
 use crate::protocol::backend::BackendError;
 use crate::replication::context::quote_ident;
-use crate::replication::router::{ClientState, Route};
+use crate::replication::prepared::PreparedWrite;
+use crate::replication::router::{first_words, ClientState, Route};
 use crate::replication::{ExecOp, ExecRequest, Replication, Role};
 use crate::sql::classify::{Classification, StatementKind};
 
@@ -130,6 +132,8 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         login: logged_in,
         repl,
         last_failed: false,
+        last_prepared: None,
+        prepared_writes: HashMap::new(),
     };
     session.run().await;
     session.end_replicated().await;
@@ -185,6 +189,10 @@ struct Session {
     repl: Option<ClientState>,
     /// The last forwarded command ended with an ERR packet.
     last_failed: bool,
+    /// The statement id of the last COM_STMT_PREPARE the engine answered.
+    last_prepared: Option<(u32, u16)>,
+    /// Prepared statements that write (cluster mode): run as text on the leader.
+    prepared_writes: HashMap<u32, PreparedWrite>,
 }
 
 impl Session {
@@ -269,6 +277,30 @@ impl Session {
             cmd::STMT_PREPARE if self.repl.is_some() => {
                 let class = self.classify(&payload[1..]);
                 let in_txn = self.repl.as_ref().is_some_and(|s| s.in_txn);
+                let text = std::str::from_utf8(&payload[1..]).ok();
+                let dml = text.is_some_and(|t| {
+                    let w = first_words(t, 1);
+                    matches!(
+                        w.first().map(String::as_str),
+                        Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE")
+                    )
+                });
+                if class.kind == StatementKind::Write && dml && !class.is_multi {
+                    // Prepared on the local engine for its metadata; executed as text on
+                    // the leader.
+                    let next = self.forward(raw, Some(Expect::Prepare)).await;
+                    if let (Some((id, params)), Some(sql)) = (self.last_prepared.take(), text) {
+                        self.prepared_writes.insert(
+                            id,
+                            PreparedWrite {
+                                sql: sql.to_string(),
+                                params,
+                                ..Default::default()
+                            },
+                        );
+                    }
+                    return next;
+                }
                 if class.kind != StatementKind::Read || in_txn {
                     self.reply_error(&SqlError::new(
                         1235,
@@ -282,7 +314,44 @@ impl Session {
                 }
                 self.forward(raw, Some(Expect::Prepare)).await
             }
-            cmd::STMT_EXECUTE => self.forward(raw, Some(Expect::Results)).await,
+            cmd::STMT_EXECUTE => {
+                let id = payload
+                    .get(1..5)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if let Some(stmt) = id.and_then(|id| self.prepared_writes.get_mut(&id)) {
+                    return match crate::replication::prepared::translate(&payload[1..], stmt) {
+                        Ok(text) => {
+                            let class = crate::sql::classify::classify(&text);
+                            self.replicated_text(&text, &class).await
+                        }
+                        Err(why) => {
+                            self.reply_error(&SqlError::new(
+                                1235,
+                                "42000",
+                                format!(
+                                    "shared-db cannot replicate this prepared statement: {why}"
+                                ),
+                            ))
+                            .await;
+                            Next::Continue
+                        }
+                    };
+                }
+                self.forward(raw, Some(Expect::Results)).await
+            }
+            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE if self.repl.is_some() => {
+                let id = payload
+                    .get(1..5)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if let Some(id) = id {
+                    if command == cmd::STMT_CLOSE {
+                        self.prepared_writes.remove(&id);
+                    } else if let Some(p) = self.prepared_writes.get_mut(&id) {
+                        p.long_data = true;
+                    }
+                }
+                self.forward(raw, None).await
+            }
             cmd::RESET_CONNECTION if self.repl.is_some() => {
                 let next = self.forward(raw, Some(Expect::Single)).await;
                 self.end_replicated().await;
@@ -409,6 +478,33 @@ impl Session {
         }
     }
 
+    /// A statement translated from a prepared statement: only leader routes apply (it has no
+    /// raw packet to relay locally).
+    async fn replicated_text(&mut self, text: &str, class: &Classification) -> Next {
+        let Some(r) = self.frontend.replication.clone() else {
+            return Next::Close;
+        };
+        let Some(st) = self.repl.as_mut() else {
+            return Next::Close;
+        };
+        match st.route(text, class) {
+            Route::Leader(ops) => self.on_leader(&r, ops, text).await,
+            Route::Refuse(e) => {
+                self.reply_error(&e).await;
+                Next::Continue
+            }
+            _ => {
+                self.reply_error(&SqlError::new(
+                    1235,
+                    "42000",
+                    "shared-db cannot replicate this prepared statement",
+                ))
+                .await;
+                Next::Continue
+            }
+        }
+    }
+
     /// Runs operations on the leader and relays the last one's answer.
     async fn on_leader(&mut self, r: &Replication, ops: Vec<ExecOp>, text: &str) -> Next {
         let n = ops.len();
@@ -505,6 +601,7 @@ impl Session {
         match relay.run(expect).await {
             Ok(outcome) => {
                 self.last_failed = outcome.error;
+                self.last_prepared = outcome.prepared;
                 Next::Continue
             }
             Err(RelayError::Backend(e)) => {

@@ -163,6 +163,12 @@ impl StatementContext {
             rand_seed2: u32::from_le_bytes([seeds[4], seeds[5], seeds[6], seeds[7]]) % 0x3FFF_FFFF,
             foreign_key_checks: true,
             unique_checks: true,
+            sql_mode: "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,\
+                       NO_ENGINE_SUBSTITUTION"
+                .into(),
+            time_zone: "SYSTEM".into(),
+            character_set_client: "utf8mb4".into(),
+            collation_connection: "utf8mb4_general_ci".into(),
             ..Default::default()
         }
     }

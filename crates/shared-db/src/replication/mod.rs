@@ -5,6 +5,7 @@
 //! - [`executor`]: the leader's write path (shadow sessions, XA, proposals).
 //! - [`applier`]: [`ReplicaEngine`], the [`StateMachine`] every node runs.
 //! - [`meta`]: the `flux_meta` schema (applied position, XA markers, diverged flag).
+//! - [`prepared`]: prepared statements that write, translated to text.
 //! - [`snapshot`]: dumps and installs of all user databases.
 //! - [`forward`]: the internal API routes and the [`LeaderChannel`] followers use.
 //! - [`router`]: per-session routing decisions (local, leader, refused).
@@ -20,6 +21,7 @@ pub mod entry;
 pub mod executor;
 pub mod forward;
 pub mod meta;
+pub mod prepared;
 pub mod response;
 pub mod router;
 pub mod snapshot;

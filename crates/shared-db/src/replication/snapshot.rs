@@ -119,8 +119,11 @@ pub async fn build(
         .args(&dbs)
         .stdout(Stdio::from(file))
         .stderr(Stdio::piped());
+        // `spawn`, not `output`: `output` would replace the file with a pipe.
         let out = cmd
-            .output()
+            .spawn()
+            .map_err(|e| err(format!("mariadb-dump: {e}")))?
+            .wait_with_output()
             .await
             .map_err(|e| err(format!("mariadb-dump: {e}")))?;
         if !out.status.success() {
@@ -164,7 +167,9 @@ pub async fn install(target: &EngineTarget, dir: &Path) -> Result<(), StateMachi
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let out = cmd
-        .output()
+        .spawn()
+        .map_err(|e| err(format!("mariadb: {e}")))?
+        .wait_with_output()
         .await
         .map_err(|e| err(format!("mariadb: {e}")))?;
     if !out.status.success() {
