@@ -195,17 +195,23 @@ impl Node {
                     mysql_addr: mysql_addr.to_string(),
                 };
                 let parts = p.start(env).await?;
-                let single = config.replication == ReplicationMode::Single;
                 let r = Replication::from_parts(parts);
-                if single {
+                // A node that leads at start commits its barrier before taking clients.
+                let leading = r.is_leader();
+                if leading {
                     r.executor
                         .propose_barrier()
                         .await
                         .map_err(|e| ReplicationError(e.to_string()))?;
                 }
-                Some(r)
+                Some((r, leading))
             }
         };
+        let mut background = None;
+        let replication = replication.map(|(r, leading)| {
+            background = Some(r.spawn_background(leading));
+            r
+        });
         let frontend = Arc::new(Frontend {
             replication,
             policy,
@@ -240,7 +246,7 @@ impl Node {
             health,
             managed: managed.clone(),
         });
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = background.into_iter().collect();
         tasks.push(tokio::spawn(accept_loop(mysql, Arc::clone(&frontend))));
         let app = crate::api::status::router(Arc::clone(&state));
         tasks.push(tokio::spawn(async move {

@@ -203,7 +203,6 @@ async fn three_nodes_converge_with_writers_on_every_node() {
         nodes.push(start_node(db, &cluster, i as u64 + 1, dir.path()).await);
     }
     let repl = |n: &Node| n.state.frontend.replication.clone().unwrap();
-    repl(&nodes[0]).executor.propose_barrier().await.unwrap();
     let pw = dbs[0].password().to_string();
 
     // DDL from a follower: forwarded, proposed, run by every node.

@@ -96,6 +96,7 @@ struct Shadow {
     txn: Option<OpenTxn>,
     clock_pinned: bool,
     wrote: bool,
+    last_used: std::time::Instant,
 }
 
 /// The leader's executor.
@@ -193,6 +194,25 @@ impl Executor {
         }
     }
 
+    /// Ends shadow sessions unused for longer than `idle` (their client, or the follower it
+    /// was connected to, went away without an abort).
+    pub async fn sweep_idle(&self, idle: Duration) {
+        let all: Vec<(Origin, Arc<tokio::sync::Mutex<Shadow>>)> = match self.shadows.lock() {
+            Ok(m) => m.iter().map(|(o, s)| (*o, Arc::clone(s))).collect(),
+            Err(_) => return,
+        };
+        for (origin, shadow) in all {
+            let stale = match shadow.try_lock() {
+                Ok(s) => s.last_used.elapsed() > idle,
+                Err(_) => false,
+            };
+            if stale {
+                tracing::info!(?origin, "ending an idle shadow session");
+                self.abort(origin).await;
+            }
+        }
+    }
+
     /// Runs one operation of a client session.
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, ExecError> {
         if !self.is_leader() {
@@ -205,6 +225,7 @@ impl Executor {
             Err(e) => return Ok(err_response(&engine_error(&e), false)),
         };
         let mut s = shadow.lock().await;
+        s.last_used = std::time::Instant::now();
         // Catch up on the session's commands.
         if s.replayed < req.history.len() {
             let mut c = s.conn.lock().await;
@@ -270,6 +291,7 @@ impl Executor {
             txn: None,
             clock_pinned: false,
             wrote: false,
+            last_used: std::time::Instant::now(),
         }));
         if let Ok(mut m) = self.shadows.lock() {
             m.insert(req.origin, Arc::clone(&s));

@@ -142,6 +142,36 @@ impl Replication {
         })
     }
 
+    /// Proposes a barrier whenever this node becomes leader, and ends idle shadow sessions.
+    /// `leading` tells whether a barrier for the current leadership was already proposed.
+    pub fn spawn_background(self: &Arc<Self>, leading: bool) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut was_leader = leading;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut last_sweep = tokio::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let Some(r) = weak.upgrade() else { return };
+                let leader = r.is_leader();
+                if leader && !was_leader {
+                    match r.executor.propose_barrier().await {
+                        Ok(index) => tracing::info!(index, "leader barrier committed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leader barrier not committed; retrying");
+                            continue;
+                        }
+                    }
+                }
+                was_leader = leader;
+                if last_sweep.elapsed() > Duration::from_secs(60) {
+                    last_sweep = tokio::time::Instant::now();
+                    r.executor.sweep_idle(Duration::from_secs(600)).await;
+                }
+            }
+        })
+    }
+
     /// The origin of a client session of this node.
     pub fn origin(&self, session_id: u32) -> Origin {
         Origin {
