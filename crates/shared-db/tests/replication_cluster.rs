@@ -316,6 +316,20 @@ async fn three_nodes_converge_with_writers_on_every_node() {
         checksums(&dbs[1], "app.t").await
     );
 
+    // A DDL whose outcome on a follower differs from the leader's (the table already exists
+    // there) is detected too.
+    let mut e2 = engine_conn(&dbs[1]).await;
+    e2.query_drop("CREATE TABLE app.extra (a INT)")
+        .await
+        .unwrap();
+    let mut c1 = client(&nodes[0], &pw).await;
+    c1.query_drop("CREATE TABLE app.extra (a INT)")
+        .await
+        .unwrap();
+    assert_eq!(repl(&nodes[1]).status_json()["diverged"], true);
+    assert_eq!(repl(&nodes[0]).status_json()["diverged"], false);
+    drop(c1);
+
     drop(c2);
     drop(c3);
     for n in nodes {

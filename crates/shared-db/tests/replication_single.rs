@@ -56,10 +56,10 @@ async fn single_node_log_applies_writes_and_reports_status() {
         .query_first("SELECT log_index FROM flux_meta.position")
         .await
         .unwrap();
-    // Barrier, CREATE TABLE, two transactions.
-    assert_eq!(idx, Some(4));
+    // Barrier, CREATE TABLE and its outcome report, two transactions.
+    assert_eq!(idx, Some(5));
     let status = op.status();
-    assert_eq!(status["replication"]["applied_index"], 4, "{status}");
+    assert_eq!(status["replication"]["applied_index"], 5, "{status}");
     assert_eq!(status["replication"]["diverged"], false);
     assert_eq!(status["replication"]["engine_state"], "running");
     assert_eq!(status["node"]["role"], "leader");

@@ -90,6 +90,11 @@ struct Inner {
     meta: Option<Backend>,
     sessions: HashMap<Origin, Backend>,
     last: Option<LogPosition>,
+    /// This node's DDL outcomes by log index, until the leader's outcome arrives (`None`: the
+    /// DDL may have run before a crash, outcome unknown).
+    ddl_outcomes: HashMap<u64, Option<Outcome>>,
+    /// The DDL entry that was running when the process last stopped, if any.
+    ddl_inflight: Option<u64>,
 }
 
 /// A node's engine as a replicated state machine.
@@ -127,6 +132,9 @@ impl ReplicaEngine {
         meta::ensure_schema(&mut b).await?;
         let last = meta::read_position(&mut b).await?;
         let diverged = meta::read_diverged(&mut b).await?;
+        let ddl_inflight = meta::read_state(&mut b, "ddl_inflight")
+            .await?
+            .and_then(|v| v.parse().ok());
         let mut boot = [0u8; 4];
         let _ = getrandom::fill(&mut boot);
         let (applied, _) = watch::channel(last.map(|p| p.index).unwrap_or(0));
@@ -138,6 +146,8 @@ impl ReplicaEngine {
                 meta: Some(b),
                 sessions: HashMap::new(),
                 last,
+                ddl_outcomes: HashMap::new(),
+                ddl_inflight,
             }),
             applied,
             diverged_flag: AtomicBool::new(diverged.is_some()),
@@ -281,6 +291,21 @@ impl ReplicaEngine {
                     .map(|_| ApplyReply::Applied { outcome: None })
             }
             EntryBody::Ddl(d) => self.ddl(inner, pos, d).await,
+            EntryBody::DdlOutcome { ddl_index, outcome } => {
+                if let Some(Some(mine)) = inner.ddl_outcomes.remove(ddl_index) {
+                    if !mine.agrees_with(outcome) {
+                        let reason = format!(
+                            "DDL entry {ddl_index}: leader had error {} / {} rows, this node error {} / {} rows ({})",
+                            outcome.error, outcome.affected, mine.error, mine.affected, mine.message
+                        );
+                        self.mark_diverged(inner, reason.clone()).await;
+                        return Step::Done(ApplyReply::Diverged { reason });
+                    }
+                }
+                self.record(inner, pos)
+                    .await
+                    .map(|_| ApplyReply::Applied { outcome: None })
+            }
             EntryBody::Txn(t) => self.txn(inner, pos, t).await,
         };
         match r {
@@ -355,9 +380,28 @@ impl ReplicaEngine {
         pos: LogPosition,
         d: &DdlEntry,
     ) -> Result<ApplyReply, BackendError> {
+        // Marked first: a crash before the position is recorded re-runs the DDL, whose outcome
+        // then says nothing.
+        let rerun = inner.ddl_inflight == Some(pos.index);
+        self.meta_conn(inner)
+            .await?
+            .query_drop(&meta::write_state_sql(
+                "ddl_inflight",
+                &pos.index.to_string(),
+            ))
+            .await?;
         let conn = self.session(inner, d.origin, d.client_caps).await?;
         let outcome = run_statement(conn, &d.statement).await?;
         self.record(inner, pos).await?;
+        inner
+            .ddl_outcomes
+            .insert(pos.index, (!rerun).then(|| outcome.clone()));
+        if inner.ddl_outcomes.len() > 1000 {
+            let oldest = inner.ddl_outcomes.keys().min().copied();
+            if let Some(k) = oldest {
+                inner.ddl_outcomes.remove(&k);
+            }
+        }
         Ok(ApplyReply::Applied {
             outcome: Some(outcome),
         })

@@ -86,6 +86,12 @@ pub enum EntryBody {
         leader: NodeId,
         nonce: u64,
     },
+    /// The leader's outcome of the DDL entry at `ddl_index`, for followers to compare with
+    /// theirs (DDL runs only when applied, so its entry cannot carry it).
+    DdlOutcome {
+        ddl_index: u64,
+        outcome: Outcome,
+    },
     /// Ends an origin session's applier connection (its temporary tables and variables).
     SessionEnd {
         origin: Origin,

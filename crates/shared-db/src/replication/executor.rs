@@ -548,11 +548,32 @@ impl Executor {
         drop(gate);
         match r {
             Ok((pos, reply)) => match ApplyReply::decode(&reply) {
-                Some(ApplyReply::Applied { outcome: Some(o) }) => ExecResponse {
-                    packets: vec![outcome_packet(&o, StatusFlags::SERVER_STATUS_AUTOCOMMIT)],
-                    commit_index: Some(pos.index),
-                    in_txn: false,
-                },
+                Some(ApplyReply::Applied { outcome: Some(o) }) => {
+                    // Followers compare their outcome of the DDL with this one.
+                    let report = LogEntry::new(EntryBody::DdlOutcome {
+                        ddl_index: pos.index,
+                        outcome: Outcome {
+                            message: String::new(),
+                            ..o.clone()
+                        },
+                    });
+                    let index = match self
+                        .log
+                        .propose(report.encode(), self.propose_timeout)
+                        .await
+                    {
+                        Ok((p, _)) => p.index,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not propose a DDL outcome");
+                            pos.index
+                        }
+                    };
+                    ExecResponse {
+                        packets: vec![outcome_packet(&o, StatusFlags::SERVER_STATUS_AUTOCOMMIT)],
+                        commit_index: Some(index),
+                        in_txn: false,
+                    }
+                }
                 Some(ApplyReply::Diverged { reason }) => err_response(
                     &cluster_error(format!("the leader diverged: {reason}")),
                     false,

@@ -127,6 +127,33 @@ fn nth_text(row: &[u8], n: usize) -> Option<Vec<u8>> {
     None
 }
 
+/// The statement that sets a key of `flux_meta.state`.
+pub fn write_state_sql(key: &str, value: &str) -> String {
+    format!(
+        "REPLACE INTO flux_meta.state (k, v) VALUES ({}, {})",
+        quote(key),
+        quote(value)
+    )
+}
+
+/// A key of `flux_meta.state`.
+pub async fn read_state(b: &mut Backend, key: &str) -> Result<Option<String>, BackendError> {
+    let c = run_query(
+        b,
+        &format!("SELECT v FROM flux_meta.state WHERE k = {}", quote(key)),
+    )
+    .await?;
+    if c.outcome.error != 0 {
+        return Err(server_error(&c.outcome));
+    }
+    Ok(c.first_row.and_then(|r| {
+        r.into_iter()
+            .next()
+            .and_then(|(_, _, v)| v)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }))
+}
+
 /// Records (or clears) the diverged flag.
 pub async fn write_diverged(b: &mut Backend, reason: Option<&str>) -> Result<(), BackendError> {
     match reason {
