@@ -293,6 +293,46 @@ async fn three_nodes_converge_with_writers_on_every_node() {
         .unwrap();
     assert_eq!(audit, total);
 
+    // The leader changes (a new term): node 2 leads, proposes its barrier, and writes from
+    // every node go there; node 1 ended its shadow sessions.
+    let mut c1 = client(&nodes[0], &pw).await;
+    c1.query_drop("BEGIN").await.unwrap();
+    c1.query_drop("INSERT INTO app.t (node, v) VALUES (11, 1)")
+        .await
+        .unwrap();
+    cluster.set_leader(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while repl(&nodes[1]).status_json()["role"] != "leader"
+        || repl(&nodes[0]).executor.shadow_count() > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader change not seen"
+        );
+        tick.tick().await;
+    }
+    let (code, _) = server_error(c1.query_drop("COMMIT").await.unwrap_err());
+    assert_eq!(
+        code, 1180,
+        "a transaction open on the old leader is lost, with an error"
+    );
+    c1.query_drop("INSERT INTO app.t (node, v) VALUES (11, 2)")
+        .await
+        .unwrap();
+    c3.query_drop("INSERT INTO app.t (node, v) VALUES (11, 3)")
+        .await
+        .unwrap();
+    let n11: Option<u64> = c3
+        .query_first("SELECT COUNT(*) FROM app.t WHERE node = 11")
+        .await
+        .unwrap();
+    assert_eq!(n11, Some(2));
+    let first = checksums(&dbs[0], "app.t, app.audit").await;
+    for db in &dbs[1..] {
+        assert_eq!(checksums(db, "app.t, app.audit").await, first);
+    }
+
     // Divergence: a follower whose data was changed behind the cluster's back.
     e.query_drop("DELETE FROM app.t WHERE node = 9")
         .await
@@ -318,16 +358,15 @@ async fn three_nodes_converge_with_writers_on_every_node() {
 
     // A DDL whose outcome on a follower differs from the leader's (the table already exists
     // there) is detected too.
-    let mut e2 = engine_conn(&dbs[1]).await;
-    e2.query_drop("CREATE TABLE app.extra (a INT)")
+    let mut e1 = engine_conn(&dbs[0]).await;
+    e1.query_drop("CREATE TABLE app.extra (a INT)")
         .await
         .unwrap();
-    let mut c1 = client(&nodes[0], &pw).await;
-    c1.query_drop("CREATE TABLE app.extra (a INT)")
+    c2.query_drop("CREATE TABLE app.extra (a INT)")
         .await
         .unwrap();
-    assert_eq!(repl(&nodes[1]).status_json()["diverged"], true);
-    assert_eq!(repl(&nodes[0]).status_json()["diverged"], false);
+    assert_eq!(repl(&nodes[0]).status_json()["diverged"], true);
+    assert_eq!(repl(&nodes[1]).status_json()["diverged"], false);
     drop(c1);
 
     drop(c2);
@@ -335,5 +374,4 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     for n in nodes {
         n.shutdown().await;
     }
-    let _ = Duration::from_secs(0);
 }

@@ -2,6 +2,7 @@
 //! path (decided from the log, `XA RECOVER` and `flux_meta`), idempotent re-delivery, and
 //! snapshot build + install.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::*;
@@ -151,7 +152,35 @@ async fn recovery_is_decided_from_the_log_and_xa_recover() {
     )
     .await;
     assert_eq!(r, ApplyReply::Duplicate);
-    // A new leader's barrier: the never-committed prepared transaction is rolled back.
+    // Prepared by this process, its proposal still pending when another node took over.
+    let mut pending = shared_db::protocol::backend::Backend::connect(
+        &target(&db),
+        shared_db::replication::applier::applier_caps(0),
+        45,
+        None,
+    )
+    .await
+    .unwrap();
+    let xid = format!("{}1", sm.xid_prefix());
+    pending
+        .query_drop(&format!("XA START '{xid}'"))
+        .await
+        .unwrap();
+    pending
+        .query_drop("INSERT INTO app.t VALUES (5)")
+        .await
+        .unwrap();
+    pending
+        .query_drop(&format!("XA END '{xid}'"))
+        .await
+        .unwrap();
+    pending
+        .query_drop(&format!("XA PREPARE '{xid}'"))
+        .await
+        .unwrap();
+    sm.xa
+        .register(&xid, Arc::new(tokio::sync::Mutex::new(pending)));
+    // A new leader's barrier: the never-committed prepared transactions are rolled back.
     let barrier = LogEntry::new(EntryBody::Barrier {
         leader: 2,
         nonce: 1,

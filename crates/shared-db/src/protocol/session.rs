@@ -525,6 +525,7 @@ impl Session {
                 caps: self.login.capabilities.bits(),
                 collation: self.login.collation,
                 history: st.history.clone(),
+                in_txn: st.in_txn,
                 op,
             };
             st.uses_leader = true;

@@ -78,6 +78,12 @@ impl XaRegistry {
             d.push(xid.to_string());
         }
     }
+    fn take_all(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Backend>>)> {
+        self.prepared
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default()
+    }
     fn take_doubtful(&self) -> Vec<String> {
         self.doubtful
             .lock()
@@ -283,7 +289,7 @@ impl ReplicaEngine {
 
     async fn step(&self, inner: &mut Inner, pos: LogPosition, body: &EntryBody) -> Step {
         let r = match body {
-            EntryBody::Barrier { .. } => self.barrier(inner, pos).await,
+            EntryBody::Barrier { leader, .. } => self.barrier(inner, pos, *leader).await,
             EntryBody::SessionEnd { origin } => {
                 inner.sessions.remove(origin);
                 self.record(inner, pos)
@@ -332,10 +338,21 @@ impl ReplicaEngine {
         &self,
         inner: &mut Inner,
         pos: LogPosition,
+        leader: NodeId,
     ) -> Result<ApplyReply, BackendError> {
         // Entries of earlier leaders are all before this one: our prepared transactions from an
-        // earlier process, or whose proposal failed, will never be in the log.
-        let doubtful = self.xa.take_doubtful();
+        // earlier process, or whose proposal failed, will never be in the log. When another
+        // node leads now, none of ours that is still prepared will.
+        let mut doubtful = self.xa.take_doubtful();
+        if leader != self.node_id {
+            for (xid, conn) in self.xa.take_all() {
+                let mut c = conn.lock().await;
+                let _ = c
+                    .query_drop(&format!("XA ROLLBACK {}", super::context::quote(&xid)))
+                    .await;
+                doubtful.push(xid);
+            }
+        }
         for xid in &doubtful {
             if let Some(conn) = self.xa.take(xid) {
                 let mut c = conn.lock().await;
@@ -347,7 +364,8 @@ impl ReplicaEngine {
         let own = format!("sdb-{}-", self.node_id);
         let m = self.meta_conn(inner).await?;
         for xid in meta::xa_recover(m).await? {
-            let orphan = xid.starts_with(&own) && !xid.starts_with(&self.xid_prefix);
+            let orphan = xid.starts_with(&own)
+                && (leader != self.node_id || !xid.starts_with(&self.xid_prefix));
             if orphan || doubtful.contains(&xid) {
                 tracing::info!(%xid, "rolling back a prepared transaction that never committed");
                 let _ = m

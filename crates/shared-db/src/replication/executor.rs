@@ -62,6 +62,10 @@ pub struct ExecRequest {
     /// Session commands (`SET`, `USE`, …) the client ran so far, oldest first; the shadow
     /// session replays the ones it has not seen.
     pub history: Vec<String>,
+    /// The client believes it is inside a transaction (if the leader has none for it, the
+    /// transaction was lost with a leader change and must not silently become autocommit).
+    #[serde(default)]
+    pub in_txn: bool,
     pub op: ExecOp,
 }
 
@@ -194,6 +198,23 @@ impl Executor {
         }
     }
 
+    /// Shadow sessions currently open.
+    pub fn shadow_count(&self) -> usize {
+        self.shadows.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Ends every shadow session (this node stopped leading: their open transactions would
+    /// hold locks the applier needs).
+    pub async fn abort_all(&self) {
+        let all: Vec<Origin> = match self.shadows.lock() {
+            Ok(m) => m.keys().copied().collect(),
+            Err(_) => return,
+        };
+        for origin in all {
+            self.abort(origin).await;
+        }
+    }
+
     /// Ends shadow sessions unused for longer than `idle` (their client, or the follower it
     /// was connected to, went away without an abort).
     pub async fn sweep_idle(&self, idle: Duration) {
@@ -216,6 +237,8 @@ impl Executor {
     /// Runs one operation of a client session.
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, ExecError> {
         if !self.is_leader() {
+            // A shadow session left from our leadership holds locks the applier would wait on.
+            self.abort(req.origin).await;
             return Err(ExecError::NotLeader {
                 leader: self.log.leader(),
             });
@@ -236,6 +259,16 @@ impl Executor {
             }
             drop(c);
             s.replayed = req.history.len();
+        }
+        if req.in_txn && s.txn.is_none() && !matches!(req.op, ExecOp::Begin | ExecOp::Rollback) {
+            return Ok(err_response(
+                &SqlError::new(
+                    1180,
+                    "HY000",
+                    "the transaction was rolled back because the leader changed; run it again",
+                ),
+                false,
+            ));
         }
         let resp = match req.op.clone() {
             ExecOp::Begin => {

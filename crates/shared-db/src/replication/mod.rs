@@ -163,6 +163,10 @@ impl Replication {
                         }
                     }
                 }
+                if was_leader && !leader {
+                    tracing::info!("no longer the leader; ending shadow sessions");
+                    r.executor.abort_all().await;
+                }
                 was_leader = leader;
                 if last_sweep.elapsed() > Duration::from_secs(60) {
                     last_sweep = tokio::time::Instant::now();
