@@ -44,6 +44,8 @@ pub struct ClientState {
     pub uses_leader: bool,
     /// The previous statement went to the leader (for `SHOW WARNINGS`, `FOUND_ROWS()`).
     pub last_on_leader: bool,
+    /// `SET @shared_db_read = 'leader'`: every read of the session runs on the leader.
+    pub leader_reads: bool,
 }
 
 impl ClientState {
@@ -57,6 +59,7 @@ impl ClientState {
             fence: 0,
             uses_leader: false,
             last_on_leader: false,
+            leader_reads: false,
         }
     }
 
@@ -116,6 +119,9 @@ impl ClientState {
         match class.kind {
             StatementKind::Transaction(tx) => self.route_tx(sql, tx),
             StatementKind::Session => {
+                if w(0) == "SET" && w(1) == "SHARED_DB_READ" {
+                    self.leader_reads = w(2) == "LEADER";
+                }
                 if self.in_txn {
                     self.on_leader(sql, Role::Session)
                 } else {
@@ -124,7 +130,8 @@ impl ClientState {
             }
             StatementKind::Read => {
                 let previous = class.depends_on_previous && self.last_on_leader;
-                if self.in_txn || class.force_leader || previous || !self.autocommit {
+                let leader = class.force_leader || self.leader_reads;
+                if self.in_txn || leader || previous || !self.autocommit {
                     self.on_leader(sql, Role::Read)
                 } else {
                     Route::Local
@@ -291,6 +298,17 @@ mod tests {
         assert!(matches!(route(&mut s, "/* shared-db: leader */ SELECT 1"),
             Route::Leader(ops) if matches!(&ops[..], [ExecOp::Query { role: Role::Read, .. }])));
         assert!(matches!(route(&mut s, "XA START 'a'"), Route::Refuse(_)));
+        assert_eq!(
+            route(&mut s, "SET @shared_db_read = 'leader'"),
+            Route::LocalSession
+        );
+        assert!(matches!(route(&mut s, "SELECT * FROM t"),
+            Route::Leader(ops) if matches!(&ops[..], [ExecOp::Query { role: Role::Read, .. }])));
+        assert_eq!(
+            route(&mut s, "SET @shared_db_read = 'local'"),
+            Route::LocalSession
+        );
+        assert_eq!(route(&mut s, "SELECT * FROM t"), Route::Local);
         assert!(matches!(route(&mut s, "COMMIT"), Route::Ok(_)));
         assert!(matches!(route(&mut s, "SET autocommit = 0"), Route::Ok(_)));
         assert!(matches!(route(&mut s, "SELECT 1"),
