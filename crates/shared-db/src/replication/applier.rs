@@ -44,7 +44,8 @@ pub fn applier_caps(client_caps: u32) -> CapabilityFlags {
         | C::CLIENT_TRANSACTIONS
         | C::CLIENT_MULTI_RESULTS
         | C::CLIENT_LONG_PASSWORD
-        | C::CLIENT_LONG_FLAG;
+        | C::CLIENT_LONG_FLAG
+        | C::CLIENT_MULTI_STATEMENTS;
     if CapabilityFlags::from_bits_truncate(client_caps).contains(C::CLIENT_FOUND_ROWS) {
         base | C::CLIENT_FOUND_ROWS
     } else {
@@ -409,7 +410,7 @@ impl ReplicaEngine {
             ))
             .await?;
         let conn = self.session(inner, d.origin, d.client_caps).await?;
-        let outcome = run_statement(conn, &d.statement).await?;
+        let outcome = run_statement(conn, &d.statement, false).await?;
         self.record(inner, pos).await?;
         inner
             .ddl_outcomes
@@ -462,9 +463,8 @@ impl ReplicaEngine {
         }
         // Everyone else: run the statements.
         let conn = self.session(inner, t.origin, t.client_caps).await?;
-        conn.query_drop("BEGIN").await?;
         for (i, stmt) in t.statements.iter().enumerate() {
-            let got = run_statement(conn, stmt).await?;
+            let got = run_statement(conn, stmt, i == 0).await?;
             if let Some(want) = &stmt.outcome {
                 if !want.agrees_with(&got) {
                     let _ = conn.query_drop("ROLLBACK").await;
@@ -477,8 +477,11 @@ impl ReplicaEngine {
                 }
             }
         }
-        conn.query_drop(&meta::position_sql(pos)).await?;
-        conn.query_drop("COMMIT").await?;
+        if t.statements.is_empty() {
+            conn.query_drop("BEGIN").await?;
+        }
+        conn.query_drop(&format!("{}; COMMIT", meta::position_sql(pos)))
+            .await?;
         Ok(ApplyReply::Applied { outcome: None })
     }
 
@@ -489,14 +492,12 @@ impl ReplicaEngine {
         xid: &str,
     ) -> Result<(), BackendError> {
         let m = self.meta_conn(inner).await?;
-        m.query_drop("BEGIN").await?;
-        m.query_drop(&meta::position_sql(pos)).await?;
         m.query_drop(&format!(
-            "DELETE FROM flux_meta.xa_done WHERE xid = {}",
+            "BEGIN; {}; DELETE FROM flux_meta.xa_done WHERE xid = {}; COMMIT",
+            meta::position_sql(pos),
             super::context::quote(xid)
         ))
-        .await?;
-        m.query_drop("COMMIT").await
+        .await
     }
 
     /// Forgets the applier's connections (after a snapshot install).
@@ -506,15 +507,22 @@ impl ReplicaEngine {
     }
 }
 
-/// Runs one logged statement with its context on an applier connection.
+/// Runs one logged statement with its context on an applier connection (`begin`: open the
+/// transaction in the same round trip).
 async fn run_statement(
     conn: &mut Backend,
     stmt: &LoggedStatement,
+    begin: bool,
 ) -> Result<Outcome, BackendError> {
-    if let Some(db) = &stmt.ctx.db {
-        conn.query_drop(&format!("USE {}", quote_ident(db))).await?;
+    let mut prelude = String::new();
+    if begin {
+        prelude.push_str("BEGIN; ");
     }
-    conn.query_drop(&stmt.ctx.to_set_sql()).await?;
+    if let Some(db) = &stmt.ctx.db {
+        prelude.push_str(&format!("USE {}; ", quote_ident(db)));
+    }
+    prelude.push_str(&stmt.ctx.to_set_sql());
+    conn.query_drop(&prelude).await?;
     let c = run_query(conn, &stmt.sql).await?;
     Ok(c.outcome)
 }

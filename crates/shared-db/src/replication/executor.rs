@@ -317,7 +317,9 @@ impl Executor {
         }
         let caps = CapabilityFlags::from_bits_truncate(req.caps) & relayable_capabilities();
         let caps = caps - CapabilityFlags::CLIENT_CONNECT_WITH_DB;
-        let b = Backend::connect(&self.target, caps, req.collation, None).await?;
+        let mut b = Backend::connect(&self.target, caps, req.collation, None).await?;
+        // Multi-statement packets for the executor's own bookkeeping (COM_SET_OPTION).
+        b.simple_command(0x1B, &[0, 0]).await?;
         let s = Arc::new(tokio::sync::Mutex::new(Shadow {
             conn: Arc::new(tokio::sync::Mutex::new(b)),
             replayed: 0,
@@ -375,12 +377,12 @@ impl Executor {
         }
         let prepared = {
             let mut c = s.conn.lock().await;
-            let r = async {
-                c.query_drop(&meta::xa_done_sql(&txn.xid)).await?;
-                c.query_drop(&format!("XA END {x}")).await?;
-                c.query_drop(&format!("XA PREPARE {x}")).await
-            }
-            .await;
+            let r = c
+                .query_drop(&format!(
+                    "{}; XA END {x}; XA PREPARE {x}",
+                    meta::xa_done_sql(&txn.xid)
+                ))
+                .await;
             if r.is_err() {
                 let _ = c.query_drop(&format!("XA END {x}")).await;
                 let _ = c.query_drop(&format!("XA ROLLBACK {x}")).await;
@@ -509,18 +511,16 @@ impl Executor {
     /// Runs a write inside the open transaction and logs it.
     async fn write_in_txn(&self, s: &mut Shadow, req: &ExecRequest, sql: &str) -> ExecResponse {
         let mut c = s.conn.lock().await;
-        let (mut ctx, offset) = match capture(&mut c, sql).await {
+        // One round trip: pin the clock and seeds, read the rest of the context.
+        let (mut ctx, offset) = match capture(&mut c, sql, true).await {
             Ok(v) => v,
             Err(e) => return err_response(&engine_error(&e), true),
         };
+        s.clock_pinned = true;
         let sql = match rewrite(sql, &req.user, offset, self.log.node_id()) {
             Ok(s) => s,
             Err(e) => return err_response(&e, true),
         };
-        if let Err(e) = c.query_drop(&ctx.pin_sql()).await {
-            return err_response(&engine_error(&e), true);
-        }
-        s.clock_pinned = true;
         let r: Collected = match run_query(&mut c, &sql).await {
             Ok(r) => r,
             Err(e) => return err_response(&engine_error(&e), true),
@@ -558,7 +558,7 @@ impl Executor {
         };
         let (ctx, offset) = {
             let mut c = s.conn.lock().await;
-            match capture(&mut c, sql).await {
+            match capture(&mut c, sql, false).await {
                 Ok(v) => v,
                 Err(e) => return err_response(&engine_error(&e), false),
             }
@@ -639,10 +639,21 @@ fn rewrite(sql: &str, user: &str, offset: i32, node: u64) -> Result<String, SqlE
 }
 
 /// Reads the session's context values (and the referenced user variables) and picks a fresh
-/// timestamp and random seeds. Returns the context and the session's UTC offset.
-async fn capture(c: &mut Backend, sql: &str) -> Result<(StatementContext, i32), BackendError> {
+/// timestamp and random seeds, pinning them on the session first when `pin` is set. Returns the
+/// context and the session's UTC offset.
+async fn capture(
+    c: &mut Backend,
+    sql: &str,
+    pin: bool,
+) -> Result<(StatementContext, i32), BackendError> {
     let vars = user_variables(sql);
-    let mut q = String::from(
+    let mut ctx = StatementContext::fresh();
+    let mut q = if pin {
+        format!("{}; ", ctx.pin_sql())
+    } else {
+        String::new()
+    };
+    q.push_str(
         "SELECT @@sql_mode, @@time_zone, @@character_set_client, @@collation_connection, \
          @@foreign_key_checks, @@unique_checks, DATABASE(), LAST_INSERT_ID(), \
          TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW())",
@@ -661,7 +672,6 @@ async fn capture(c: &mut Backend, sql: &str) -> Result<(StatementContext, i32), 
             .and_then(|(_, _, v)| v.as_ref())
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    let mut ctx = StatementContext::fresh();
     ctx.sql_mode = text(0).unwrap_or_default();
     ctx.time_zone = text(1).unwrap_or_else(|| "SYSTEM".into());
     ctx.character_set_client = text(2).unwrap_or_else(|| "utf8mb4".into());
