@@ -355,6 +355,7 @@ impl Session {
             cmd::RESET_CONNECTION if self.repl.is_some() => {
                 let next = self.forward(raw, Some(Expect::Single)).await;
                 self.end_replicated().await;
+                self.prepared_writes.clear();
                 if let Some(st) = self.repl.as_mut() {
                     *st = ClientState::new(st.origin, st.user.clone());
                 }
@@ -711,6 +712,18 @@ impl Session {
                     .insert(self.id, lease.backend.thread_id);
                 self.login.db = db.map(<[u8]>::to_vec);
                 self.login.collation = collation;
+                // A new session as far as the cluster is concerned.
+                self.end_replicated().await;
+                self.prepared_writes.clear();
+                if let Some(st) = self.repl.as_mut() {
+                    *st = ClientState::new(st.origin, st.user.clone());
+                    if let Some(db) = db {
+                        st.remember(&format!(
+                            "USE {}",
+                            quote_ident(&String::from_utf8_lossy(db))
+                        ));
+                    }
+                }
                 self.reply_ok().await
             }
             Err(BackendError::AuthFailed(m)) | Err(BackendError::Protocol(m)) => {
