@@ -213,6 +213,13 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
         .await
         .unwrap();
     assert_eq!(u.as_deref(), Some("it's \\ prepared"));
+    // CONNECTION_ID() is the leader session's on every node.
+    c.query_drop(format!(
+        "INSERT INTO app.t (node, v, u) VALUES ({id}, CONNECTION_ID(), 'cid')"
+    ))
+    .await
+    .unwrap();
+    mine += 1;
     // Temporary tables live on the session (leader shadow and per-origin appliers).
     c.query_drop("CREATE TEMPORARY TABLE app.tmp (a INT)")
         .await

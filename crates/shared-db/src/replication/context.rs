@@ -75,6 +75,9 @@ pub struct StatementContext {
     pub collation_connection: String,
     pub foreign_key_checks: bool,
     pub unique_checks: bool,
+    /// `CONNECTION_ID()` on the leader (replayed as `pseudo_thread_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<u32>,
 }
 
 /// Quotes a string literal (single quotes, backslashes and quotes escaped both ways).
@@ -133,6 +136,9 @@ impl StatementContext {
             u8::from(self.foreign_key_checks),
             u8::from(self.unique_checks),
         );
+        if let Some(id) = self.thread_id {
+            let _ = write!(s, ", @@session.pseudo_thread_id={id}");
+        }
         for (name, value) in &self.user_vars {
             let _ = write!(s, ", @{}={}", quote_ident(name), value.to_sql());
         }

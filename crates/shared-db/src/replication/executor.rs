@@ -673,6 +673,7 @@ async fn capture(
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     ctx.sql_mode = text(0).unwrap_or_default();
+    ctx.thread_id = Some(c.thread_id);
     ctx.time_zone = text(1).unwrap_or_else(|| "SYSTEM".into());
     ctx.character_set_client = text(2).unwrap_or_else(|| "utf8mb4".into());
     ctx.collation_connection = text(3).unwrap_or_else(|| "utf8mb4_general_ci".into());
