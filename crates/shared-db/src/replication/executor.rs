@@ -300,6 +300,21 @@ impl Executor {
             }
             ExecOp::Query { sql, role } => self.query(&mut s, &req, &sql, role).await,
         };
+        // The shadow's engine connection failed (engine restarted): its session is gone, and
+        // so is any transaction on it; the next operation starts a new one.
+        let lost = resp.packets.last().is_some_and(|p| {
+            p.first() == Some(&0xFF) && p.get(1..3) == Some(&2003u16.to_le_bytes()[..])
+        });
+        if lost {
+            s.txn = None;
+            drop(s);
+            if let Ok(mut m) = self.shadows.lock() {
+                m.remove(&req.origin);
+            }
+            let mut r = resp;
+            r.in_txn = false;
+            return Ok(r);
+        }
         Ok(resp)
     }
 
