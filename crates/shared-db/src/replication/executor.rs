@@ -90,6 +90,8 @@ const DDL_GATE_WAIT: Duration = Duration::from_secs(10);
 
 struct OpenTxn {
     xid: String,
+    /// `XA START` was sent (an autocommit write sends it with its first packet).
+    started: bool,
     statements: Vec<LoggedStatement>,
     _gate: OwnedRwLockReadGuard<()>,
 }
@@ -278,7 +280,7 @@ impl Executor {
                         return Ok(r);
                     }
                 }
-                match self.begin(&mut s).await {
+                match self.begin(&mut s, false).await {
                     Ok(()) => ok_response(
                         StatusFlags::SERVER_STATUS_IN_TRANS | StatusFlags::SERVER_STATUS_AUTOCOMMIT,
                         None,
@@ -349,19 +351,22 @@ impl Executor {
         Ok(s)
     }
 
-    async fn begin(&self, s: &mut Shadow) -> Result<(), SqlError> {
+    /// Opens a transaction; `XA START` goes out now, or (`lazy`) with the next write.
+    async fn begin(&self, s: &mut Shadow, lazy: bool) -> Result<(), SqlError> {
         let gate = tokio::time::timeout(DDL_GATE_WAIT, Arc::clone(&self.gate).read_owned())
             .await
             .map_err(|_| cluster_error("a DDL statement holds the cluster; try again"))?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let xid = format!("{}{n}", self.engine.xid_prefix());
-        let mut c = s.conn.lock().await;
-        c.query_drop(&format!("XA START {}", quote(&xid)))
-            .await
-            .map_err(|e| engine_error(&e))?;
-        drop(c);
+        if !lazy {
+            let mut c = s.conn.lock().await;
+            c.query_drop(&format!("XA START {}", quote(&xid)))
+                .await
+                .map_err(|e| engine_error(&e))?;
+        }
         s.txn = Some(OpenTxn {
             xid,
+            started: !lazy,
             statements: Vec::new(),
             _gate: gate,
         });
@@ -369,7 +374,7 @@ impl Executor {
     }
 
     async fn rollback(&self, s: &mut Shadow) {
-        if let Some(txn) = s.txn.take() {
+        if let Some(txn) = s.txn.take().filter(|t| t.started) {
             let mut c = s.conn.lock().await;
             let x = quote(&txn.xid);
             let _ = c.query_drop(&format!("XA END {x}")).await;
@@ -474,7 +479,7 @@ impl Executor {
             Role::Write => {
                 let autocommit = s.txn.is_none();
                 if autocommit {
-                    if let Err(e) = self.begin(s).await {
+                    if let Err(e) = self.begin(s, true).await {
                         return err_response(&e, false);
                     }
                 }
@@ -526,8 +531,16 @@ impl Executor {
     /// Runs a write inside the open transaction and logs it.
     async fn write_in_txn(&self, s: &mut Shadow, req: &ExecRequest, sql: &str) -> ExecResponse {
         let mut c = s.conn.lock().await;
-        // One round trip: pin the clock and seeds, read the rest of the context.
-        let (mut ctx, offset) = match capture(&mut c, sql, true).await {
+        // One round trip: start the XA transaction if needed, pin the clock and seeds, read
+        // the rest of the context.
+        let start = match s.txn.as_mut() {
+            Some(t) if !t.started => {
+                t.started = true;
+                Some(t.xid.clone())
+            }
+            _ => None,
+        };
+        let (mut ctx, offset) = match capture(&mut c, sql, true, start.as_deref()).await {
             Ok(v) => v,
             Err(e) => return err_response(&engine_error(&e), true),
         };
@@ -573,7 +586,7 @@ impl Executor {
         };
         let (ctx, offset) = {
             let mut c = s.conn.lock().await;
-            match capture(&mut c, sql, false).await {
+            match capture(&mut c, sql, false, None).await {
                 Ok(v) => v,
                 Err(e) => return err_response(&engine_error(&e), false),
             }
@@ -660,14 +673,18 @@ async fn capture(
     c: &mut Backend,
     sql: &str,
     pin: bool,
+    xa_start: Option<&str>,
 ) -> Result<(StatementContext, i32), BackendError> {
     let vars = user_variables(sql);
     let mut ctx = StatementContext::fresh();
-    let mut q = if pin {
-        format!("{}; ", ctx.pin_sql())
-    } else {
-        String::new()
+    let mut q = match xa_start {
+        Some(xid) => format!("XA START {}; ", quote(xid)),
+        None => String::new(),
     };
+    if pin {
+        q.push_str(&ctx.pin_sql());
+        q.push_str("; ");
+    }
     q.push_str(
         "SELECT @@sql_mode, @@time_zone, @@character_set_client, @@collation_connection, \
          @@foreign_key_checks, @@unique_checks, DATABASE(), LAST_INSERT_ID(), \
