@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// Managed engine: InnoDB buffer pool size (e.g. `256M`, `1G`).
     #[arg(long, env = "ENGINE_BUFFER_POOL")]
     pub engine_buffer_pool: Option<String>,
+    /// `raft` (writes ordered through the Raft cluster; the default when peers, discovery,
+    /// joining or a cluster secret are configured), `off` (the default otherwise: every
+    /// statement runs on the local engine as sent) or `single` (a one-node in-process log).
+    #[arg(long, env = "REPLICATION")]
+    pub replication: Option<String>,
     /// Threads serving client connections (default: half the cores, at least 1).
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -166,6 +171,7 @@ struct FileConfig {
     raft_election_max_ms: Option<u64>,
     snapshot_logs: Option<u64>,
     raft_keep_logs: Option<u64>,
+    replication: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +225,7 @@ pub struct Config {
     pub max_allowed_packet: usize,
     pub engine_buffer_pool: String,
     pub cluster: ClusterConfig,
+    pub replication: ReplicationMode,
 }
 
 /// Cluster settings as configured (see [`crate::cluster::ClusterSettings`] for the resolved
@@ -244,6 +251,19 @@ impl ClusterConfig {
     pub fn is_multi(&self) -> bool {
         !self.peers.is_empty() || self.db_appname.is_some() || self.join
     }
+}
+
+/// How a node replicates (`REPLICATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicationMode {
+    /// No replication: statements run on the local engine as sent.
+    #[default]
+    Off,
+    /// A one-node in-process log (no Raft state on disk; for tests and experiments).
+    Single,
+    /// The Raft cluster (a cluster of one when no peers are configured). The default whenever
+    /// peers, discovery, joining or a cluster secret are configured.
+    Raft,
 }
 
 impl std::fmt::Debug for Config {
@@ -348,6 +368,7 @@ impl ServeArgs {
             },
             api_port,
         )?;
+        let clustered = cluster.is_multi() || cluster.secret.is_some();
         Ok(Config {
             cluster,
             data_dir: self
@@ -403,6 +424,18 @@ impl ServeArgs {
                 .engine_buffer_pool
                 .or(f.engine_buffer_pool)
                 .unwrap_or_else(|| "256M".into()),
+            replication: match self.replication.or(f.replication).as_deref() {
+                None | Some("") if clustered => ReplicationMode::Raft,
+                None | Some("") | Some("off") => ReplicationMode::Off,
+                Some("single") => ReplicationMode::Single,
+                Some("raft") => ReplicationMode::Raft,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "REPLICATION",
+                        message: format!("`{other}`: expected `off`, `single` or `raft`"),
+                    })
+                }
+            },
         })
     }
 }

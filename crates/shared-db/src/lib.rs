@@ -17,6 +17,8 @@ pub mod dev_cluster;
 pub mod engine;
 pub mod node;
 pub mod private_file;
+pub mod raft_replication;
 pub mod protocol;
+pub mod replication;
 pub mod sql;
 pub mod tls;

@@ -106,10 +106,10 @@ async fn serve(args: ServeArgs) -> std::process::ExitCode {
         );
     }
     println!("Status: http://127.0.0.1:{}/status", node.http_addr.port());
-    if let Some(api) = node.api_addr {
+    if let (Some(api), Some(cluster)) = (node.api_addr, &node.state.cluster) {
         println!(
             "Cluster: node {} with internal API on {api}",
-            shared_db::cluster::contract::ReplicatedLog::node_id(&*node.state.cluster)
+            shared_db::cluster::contract::ReplicatedLog::node_id(&**cluster)
         );
     }
     wait_for_signal().await;

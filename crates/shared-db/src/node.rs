@@ -9,10 +9,10 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cluster::contract::{ReplicatedLog, StateMachine};
+use crate::cluster::contract::ReplicatedLog;
 use crate::cluster::discovery::with_port;
 use crate::cluster::{Cluster, ClusterSettings};
-use crate::config::{Config, EngineMode};
+use crate::config::{Config, EngineMode, ReplicationMode};
 use crate::engine::{EngineError, EngineState, ManagedEngine, ManagedEngineConfig};
 use crate::protocol::auth::Verifier;
 use crate::protocol::backend::{
@@ -22,6 +22,9 @@ use crate::protocol::errors::SqlError;
 use crate::protocol::frontend::{Counters, Frontend, Limits, Registry, Whitelist};
 use crate::protocol::handshake::LoginPolicy;
 use crate::protocol::pool::BackendPool;
+use crate::replication::{
+    Replication, ReplicationEnv, ReplicationError, ReplicationProvider, SingleNodeProvider,
+};
 
 /// utf8mb4_general_ci, used until the engine tells us its default.
 const DEFAULT_COLLATION: u8 = 45;
@@ -41,6 +44,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
     #[error("data dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -68,8 +73,8 @@ pub struct NodeState {
     pub mysql_port: u16,
     health: watch::Receiver<EngineHealth>,
     managed: Option<Arc<ManagedEngine>>,
-    /// This node's raft (a cluster of one when it has no peers).
-    pub cluster: Arc<Cluster>,
+    /// This node's raft (`REPLICATION=raft`; a cluster of one when it has no peers).
+    pub cluster: Option<Arc<Cluster>>,
     pub auth_master_only: bool,
 }
 
@@ -99,6 +104,15 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: Config) -> Result<Node, NodeError> {
+        Self::start_with(config, None).await
+    }
+
+    /// Starts a node; with a provider (or `REPLICATION=single`) writes go through the
+    /// replicated log.
+    pub async fn start_with(
+        config: Config,
+        provider: Option<Box<dyn ReplicationProvider>>,
+    ) -> Result<Node, NodeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -168,7 +182,79 @@ impl Node {
             config.engine_pool_size,
             Duration::from_secs(10),
         );
+        let mysql_addr = SocketAddr::new(config.bind, config.port);
+        let mysql = TcpListener::bind(mysql_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: mysql_addr,
+                source,
+            })?;
+        let mysql_addr = mysql.local_addr().unwrap_or(mysql_addr);
+        // The internal API (served only with a cluster secret) and, in Raft mode, the cluster.
+        let api = match (&config.cluster.secret, config.replication) {
+            (Some(_), ReplicationMode::Raft) => {
+                let addr = SocketAddr::new(config.bind, config.api_port);
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Bind { addr, source })?;
+                Some(l)
+            }
+            _ => None,
+        };
+        let api_addr = api.as_ref().and_then(|l| l.local_addr().ok());
+        let env = ReplicationEnv {
+            engine: target.clone(),
+            data_dir: config.data_dir.clone(),
+            mysql_addr: mysql_addr.to_string(),
+        };
+        let mut cluster = None;
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let parts = match (provider, config.replication) {
+            (Some(p), _) => Some(p.start(env).await?),
+            (None, ReplicationMode::Single) => {
+                Some(Box::new(SingleNodeProvider { node_id: 1 }).start(env).await?)
+            }
+            (None, ReplicationMode::Raft) => {
+                let settings = cluster_settings(
+                    &config,
+                    mysql_addr.port(),
+                    api_addr.map_or(config.api_port, |a| a.port()),
+                )?;
+                let started = crate::raft_replication::start(settings, env, api)
+                    .await
+                    .map_err(|e| match e {
+                        crate::raft_replication::RaftReplicationError::Cluster(c) => {
+                            NodeError::Cluster(c)
+                        }
+                        crate::raft_replication::RaftReplicationError::Replication(r) => {
+                            NodeError::Replication(r)
+                        }
+                    })?;
+                cluster = Some(started.cluster);
+                tasks.extend(started.api_task);
+                Some(started.parts)
+            }
+            (None, ReplicationMode::Off) => None,
+        };
+        let replication = match parts {
+            None => None,
+            Some(parts) => {
+                let r = Replication::from_parts(parts);
+                // A node that leads at start commits its barrier before taking clients (a
+                // Raft node is not leader yet here: its barrier follows its election).
+                let leading = r.is_leader();
+                if leading {
+                    r.executor
+                        .propose_barrier()
+                        .await
+                        .map_err(|e| ReplicationError(e.to_string()))?;
+                }
+                tasks.push(r.spawn_background(leading));
+                Some(r)
+            }
+        };
         let frontend = Arc::new(Frontend {
+            replication,
             policy,
             login_gate: Default::default(),
             pool,
@@ -184,13 +270,6 @@ impl Node {
             connections: Default::default(),
         });
 
-        let mysql_addr = SocketAddr::new(config.bind, config.port);
-        let mysql = TcpListener::bind(mysql_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: mysql_addr,
-                source,
-            })?;
         let http_addr = SocketAddr::new(config.bind, config.ui_port);
         let http = TcpListener::bind(http_addr)
             .await
@@ -198,30 +277,11 @@ impl Node {
                 addr: http_addr,
                 source,
             })?;
-        let mysql_addr = mysql.local_addr().unwrap_or(mysql_addr);
         let http_addr = http.local_addr().unwrap_or(http_addr);
-        let api = match &config.cluster.secret {
-            Some(_) => {
-                let addr = SocketAddr::new(config.bind, config.api_port);
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| NodeError::Bind { addr, source })?;
-                Some(l)
-            }
-            None => None,
-        };
-        let api_addr = api.as_ref().and_then(|l| l.local_addr().ok());
-
-        let settings = cluster_settings(
-            &config,
-            mysql_addr.port(),
-            api_addr.map_or(config.api_port, |a| a.port()),
-        )?;
-        let cluster = Cluster::start(settings, state_machine(&target)).await?;
         if config.auth_master_only {
-            let _ = frontend
-                .login_gate
-                .set(master_only_gate(Arc::clone(&cluster)));
+            if let Some(c) = &cluster {
+                let _ = frontend.login_gate.set(master_only_gate(Arc::clone(c)));
+            }
         }
 
         let (health_tx, health) = watch::channel(EngineHealth::Running);
@@ -232,18 +292,9 @@ impl Node {
             mysql_port: mysql_addr.port(),
             health,
             managed: managed.clone(),
-            cluster: Arc::clone(&cluster),
+            cluster: cluster.clone(),
             auth_master_only: config.auth_master_only,
         });
-        let mut tasks = Vec::new();
-        if let Some(listener) = api {
-            let c = Arc::clone(&cluster);
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = c.serve(listener, placeholder_routes(Arc::clone(&c))).await {
-                    tracing::error!(error = %e, "internal API server stopped");
-                }
-            }));
-        }
         tasks.push(tokio::spawn(accept_loop(mysql, Arc::clone(&frontend))));
         let app = crate::api::status::router(Arc::clone(&state));
         tasks.push(tokio::spawn(async move {
@@ -272,7 +323,9 @@ impl Node {
         for t in &self.tasks {
             t.abort();
         }
-        self.state.cluster.shutdown().await;
+        if let Some(c) = &self.state.cluster {
+            c.shutdown().await;
+        }
         if let Some(engine) = self.managed {
             engine.shutdown().await;
         }
@@ -402,58 +455,6 @@ fn client_password(config: &Config) -> Result<(String, Option<std::path::PathBuf
     let password = crate::private_file::random_hex(12).map_err(io_err)?;
     crate::private_file::write_private(&path, password.as_bytes()).map_err(io_err)?;
     Ok((password, Some(path)))
-}
-
-/// The state machine this node's raft drives.
-///
-/// TEMPORARY: the placeholder (records payloads in the engine) until the engine side of
-/// replication lands; this is the one place to swap it.
-fn state_machine(target: &EngineTarget) -> Arc<dyn StateMachine> {
-    Arc::new(crate::cluster::placeholder::PlaceholderStateMachine::new(
-        target,
-    ))
-}
-
-/// Internal API routes that go with the placeholder state machine (TEMPORARY):
-/// `POST /cluster/propose` appends the request body as one entry and answers
-/// `{"term","index","result"}` once it is applied on this node.
-fn placeholder_routes(cluster: Arc<Cluster>) -> axum::Router {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    axum::Router::new()
-        .route(
-            "/cluster/propose",
-            axum::routing::post(
-                |axum::extract::State(c): axum::extract::State<Arc<Cluster>>,
-                 body: axum::body::Bytes| async move {
-                    match c.propose(body.to_vec(), Duration::from_secs(10)).await {
-                        Ok((pos, result)) => axum::Json(serde_json::json!({
-                            "term": pos.term,
-                            "index": pos.index,
-                            "result": String::from_utf8_lossy(&result),
-                        }))
-                        .into_response(),
-                        Err(e) => {
-                            let leader = match &e {
-                                crate::cluster::contract::ProposeError::NotLeader { leader } => {
-                                    leader.clone()
-                                }
-                                _ => None,
-                            };
-                            (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                axum::Json(serde_json::json!({
-                                    "error": e.to_string(),
-                                    "leader": leader,
-                                })),
-                            )
-                                .into_response()
-                        }
-                    }
-                },
-            ),
-        )
-        .with_state(cluster)
 }
 
 /// AUTH_MASTER_ONLY: followers refuse logins with an error naming the leader.

@@ -29,7 +29,13 @@ async fn root(
     if headers.contains_key(axum::http::header::HOST) {
         return (StatusCode::OK, "shared-db\n");
     }
-    if node.cluster.is_leader() {
+    let leading = match (&node.cluster, &node.frontend.replication) {
+        (Some(c), _) => c.is_leader(),
+        (None, Some(r)) => r.is_leader(),
+        // Not replicated: the node is its own leader.
+        (None, None) => true,
+    };
+    if leading {
         (StatusCode::OK, "leader\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not the leader\n")
@@ -39,18 +45,37 @@ async fn root(
 async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
     let f = &node.frontend;
     let c = &f.counters;
-    let cluster = node.cluster.status().await;
+    let cluster = match &node.cluster {
+        Some(c) => Some(c.status().await),
+        None => None,
+    };
+    let replication = f.replication.as_ref().map(|r| {
+        let mut v = r.status_json();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("engine_state".into(), json!(node.engine_state()));
+        }
+        v
+    });
+    // Diverged: the engine side detected it (persisted in the engine) or consensus was told.
+    let diverged = f.replication.as_ref().is_some_and(|r| r.diverged_error().is_some())
+        || cluster.as_ref().is_some_and(|c| c.diverged);
+    let role = match (&cluster, &f.replication) {
+        (Some(c), _) => c.role.clone(),
+        (None, Some(r)) if r.is_leader() => "leader".to_string(),
+        (None, Some(_)) => "follower".to_string(),
+        (None, None) => "standalone".to_string(),
+    };
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node": {
-            "id": cluster.node_id,
+            "id": cluster.as_ref().map(|c| c.node_id),
             "pid": std::process::id(),
-            "role": cluster.role,
-            "term": cluster.term,
-            "leader": cluster.leader,
+            "role": role,
+            "term": cluster.as_ref().map(|c| c.term),
+            "leader": cluster.as_ref().and_then(|c| c.leader.clone()),
             "mysql_port": node.mysql_port,
             "auth_master_only": node.auth_master_only,
-            "diverged": cluster.diverged,
+            "diverged": diverged,
         },
         "cluster": cluster,
         "engine": {
@@ -79,5 +104,6 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
             "transaction": c.statements_transaction.load(Ordering::Relaxed),
         },
         "engine_errors": c.engine_errors.load(Ordering::Relaxed),
+        "replication": replication,
     }))
 }

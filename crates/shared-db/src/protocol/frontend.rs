@@ -141,6 +141,8 @@ pub struct Frontend {
     pub counters: Counters,
     /// Sessions being set up or running (bounded by `limits.max_connections`).
     pub connections: AtomicU64,
+    /// Set when the node is part of a replicated cluster (or runs `REPLICATION=single`).
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl Frontend {

@@ -46,6 +46,8 @@ pub struct Outcome {
     pub error: bool,
     /// Something was sent to the client (so a failure can no longer be reported cleanly).
     pub sent_any: bool,
+    /// COM_STMT_PREPARE: the statement id and parameter count the engine gave.
+    pub prepared: Option<(u32, u16)>,
 }
 
 /// Header bytes kept from each logical packet for inspection.
@@ -236,6 +238,7 @@ impl<'a> Relay<'a> {
         let h = first.head();
         let columns = u16::from_le_bytes([h[5], h[6]]);
         let params = u16::from_le_bytes([h[7], h[8]]);
+        self.outcome.prepared = Some((u32::from_le_bytes([h[1], h[2], h[3], h[4]]), params));
         for count in [params, columns] {
             if count > 0 {
                 self.rows_until_eof().await?;

@@ -1,6 +1,7 @@
 //! One client connection from accept to close: admission, login, then the command loop that
 //! forwards each command to the session's engine connection and relays the answer.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +18,11 @@ use super::relay::{Expect, Relay, RelayError};
 use super::stream::BoxStream;
 use super::wire;
 use crate::protocol::backend::BackendError;
+use crate::replication::context::quote_ident;
+use crate::replication::prepared::PreparedWrite;
+use crate::replication::router::{first_words, ClientState, Route};
+use crate::replication::{ExecOp, ExecRequest, Replication, Role};
+use crate::sql::classify::{Classification, StatementKind};
 
 /// Command bytes (the first byte of a command packet).
 mod cmd {
@@ -115,6 +121,16 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         return;
     }
     frontend.registry.insert(id, lease.backend.thread_id);
+    let repl = frontend.replication.as_ref().map(|r| {
+        let mut st = ClientState::new(r.origin(id), format!("{}@{ip}", logged_in.user));
+        if let Some(db) = logged_in.db.as_deref().filter(|d| !d.is_empty()) {
+            st.remember(&format!(
+                "USE {}",
+                quote_ident(&String::from_utf8_lossy(db))
+            ));
+        }
+        st
+    });
     let mut session = Session {
         frontend: Arc::clone(&frontend),
         id,
@@ -122,8 +138,13 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         client: io,
         lease: Some(lease),
         login: logged_in,
+        repl,
+        last_failed: false,
+        last_prepared: None,
+        prepared_writes: HashMap::new(),
     };
     session.run().await;
+    session.end_replicated().await;
     frontend.registry.remove(id);
     if let Some(lease) = session.lease.take() {
         frontend.pool.release(lease);
@@ -172,6 +193,14 @@ struct Session {
     client: PacketIo<BoxStream>,
     lease: Option<Lease>,
     login: LoggedIn,
+    /// Routing state when the node is part of a replicated cluster.
+    repl: Option<ClientState>,
+    /// The last forwarded command ended with an ERR packet.
+    last_failed: bool,
+    /// The statement id of the last COM_STMT_PREPARE the engine answered.
+    last_prepared: Option<(u32, u16)>,
+    /// Prepared statements that write (cluster mode): run as text on the leader.
+    prepared_writes: HashMap<u32, PreparedWrite>,
 }
 
 impl Session {
@@ -220,16 +249,126 @@ impl Session {
     }
 
     async fn dispatch(&mut self, command: u8, payload: &[u8], raw: &[u8]) -> Next {
+        if command != cmd::QUIT {
+            if let Some(err) = self
+                .frontend
+                .replication
+                .as_ref()
+                .and_then(|r| r.diverged_error())
+            {
+                self.reply_error(&err).await;
+                return Next::Continue;
+            }
+        }
         match command {
             cmd::QUIT => Next::Close,
             cmd::QUERY => {
                 if let Some(kill) = parse_kill(&payload[1..]) {
                     return self.kill(kill.id, kill.query_only).await;
                 }
-                self.classify(&payload[1..]);
+                let class = self.classify(&payload[1..]);
+                if self.repl.is_some() {
+                    return self.replicated_query(&payload[1..], raw, &class).await;
+                }
                 self.forward(raw, Some(Expect::Results)).await
             }
-            cmd::STMT_EXECUTE => self.forward(raw, Some(Expect::Results)).await,
+            cmd::INIT_DB if self.repl.is_some() => {
+                let next = self.forward(raw, Some(Expect::Single)).await;
+                if !self.last_failed {
+                    let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                    if let Some(st) = self.repl.as_mut() {
+                        st.remember(&format!("USE {}", quote_ident(&db)));
+                    }
+                }
+                next
+            }
+            cmd::STMT_PREPARE if self.repl.is_some() => {
+                let class = self.classify(&payload[1..]);
+                let in_txn = self.repl.as_ref().is_some_and(|s| s.in_txn);
+                let text = std::str::from_utf8(&payload[1..]).ok();
+                let dml = text.is_some_and(|t| {
+                    let w = first_words(t, 1);
+                    matches!(
+                        w.first().map(String::as_str),
+                        Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE")
+                    )
+                });
+                if class.kind == StatementKind::Write && dml && !class.is_multi {
+                    // Prepared on the local engine for its metadata; executed as text on
+                    // the leader.
+                    let next = self.forward(raw, Some(Expect::Prepare)).await;
+                    if let (Some((id, params)), Some(sql)) = (self.last_prepared.take(), text) {
+                        self.prepared_writes.insert(
+                            id,
+                            PreparedWrite {
+                                sql: sql.to_string(),
+                                params,
+                                ..Default::default()
+                            },
+                        );
+                    }
+                    return next;
+                }
+                if class.kind != StatementKind::Read || in_txn {
+                    self.reply_error(&SqlError::new(
+                        1235,
+                        "42000",
+                        "shared-db cannot replicate this statement: prepared statements that \
+                         write (or run inside a transaction) are not replicated yet; use the \
+                         text protocol",
+                    ))
+                    .await;
+                    return Next::Continue;
+                }
+                self.forward(raw, Some(Expect::Prepare)).await
+            }
+            cmd::STMT_EXECUTE => {
+                let id = payload
+                    .get(1..5)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if let Some(stmt) = id.and_then(|id| self.prepared_writes.get_mut(&id)) {
+                    return match crate::replication::prepared::translate(&payload[1..], stmt) {
+                        Ok(text) => {
+                            let class = crate::sql::classify::classify(&text);
+                            self.replicated_text(&text, &class).await
+                        }
+                        Err(why) => {
+                            self.reply_error(&SqlError::new(
+                                1235,
+                                "42000",
+                                format!(
+                                    "shared-db cannot replicate this prepared statement: {why}"
+                                ),
+                            ))
+                            .await;
+                            Next::Continue
+                        }
+                    };
+                }
+                self.forward(raw, Some(Expect::Results)).await
+            }
+            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE if self.repl.is_some() => {
+                let id = payload
+                    .get(1..5)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if let Some(id) = id {
+                    if command == cmd::STMT_CLOSE {
+                        self.prepared_writes.remove(&id);
+                    } else if let Some(p) = self.prepared_writes.get_mut(&id) {
+                        p.long_data = true;
+                    }
+                }
+                self.forward(raw, None).await
+            }
+            cmd::RESET_CONNECTION if self.repl.is_some() => {
+                let next = self.forward(raw, Some(Expect::Single)).await;
+                self.end_replicated().await;
+                self.prepared_writes.clear();
+                if let Some(st) = self.repl.as_mut() {
+                    *st = ClientState::new(st.origin, st.user.clone());
+                }
+                next
+            }
             cmd::INIT_DB
             | cmd::PING
             | cmd::STATISTICS
@@ -265,10 +404,185 @@ impl Session {
     /// Labels a statement (read / write / session / transaction control). On a single node
     /// every statement runs on the local engine; the labels are counted for `/status` and are
     /// what the replicated router acts on.
-    fn classify(&self, sql: &[u8]) {
+    fn classify(&self, sql: &[u8]) -> Classification {
         let text = String::from_utf8_lossy(sql);
         let class = crate::sql::classify::classify(&text);
         self.frontend.counters.count_statement(class.kind);
+        class
+    }
+
+    /// Ends the session's shadow session on the leader, if it has one.
+    async fn end_replicated(&mut self) {
+        let (Some(r), Some(st)) = (self.frontend.replication.clone(), self.repl.as_ref()) else {
+            return;
+        };
+        if st.uses_leader {
+            r.abort(st.origin).await;
+        }
+    }
+
+    /// A text statement in a replicated cluster: local, on the leader, answered or refused.
+    async fn replicated_query(&mut self, sql: &[u8], raw: &[u8], class: &Classification) -> Next {
+        let Some(r) = self.frontend.replication.clone() else {
+            return self.forward(raw, Some(Expect::Results)).await;
+        };
+        let Ok(text) = std::str::from_utf8(sql) else {
+            let in_txn = self.repl.as_ref().is_some_and(|s| s.in_txn);
+            if class.kind == StatementKind::Read && !in_txn {
+                return self.forward(raw, Some(Expect::Results)).await;
+            }
+            self.reply_error(&SqlError::new(
+                1235,
+                "42000",
+                "shared-db cannot replicate this statement: its text is not valid UTF-8 \
+                 (send binary values as hex literals or prepared parameters)",
+            ))
+            .await;
+            return Next::Continue;
+        };
+        let Some(st) = self.repl.as_mut() else {
+            return Next::Close;
+        };
+        let route = st.route(text, class);
+        tracing::debug!(id = self.id, ?route, "routed");
+        match route {
+            Route::Local => {
+                let fence = st.fence;
+                st.last_on_leader = false;
+                if fence > r.engine.applied_index()
+                    && !r.engine.wait_applied(fence, r.read_wait).await
+                {
+                    self.reply_error(&SqlError::new(
+                        1105,
+                        "HY000",
+                        format!(
+                            "this node has not applied your last write (log index {fence}) within {:?}; try again",
+                            r.read_wait
+                        ),
+                    ))
+                    .await;
+                    return Next::Continue;
+                }
+                self.forward(raw, Some(Expect::Results)).await
+            }
+            Route::LocalSession => {
+                st.last_on_leader = false;
+                let next = self.forward(raw, Some(Expect::Results)).await;
+                if !self.last_failed {
+                    if let Some(st) = self.repl.as_mut() {
+                        st.remember(text);
+                    }
+                }
+                next
+            }
+            Route::Ok(flags) => {
+                let ok = wire::ok_packet(0, 0, flags, 0);
+                self.write_packets(&[ok]).await
+            }
+            Route::Refuse(e) => {
+                self.reply_error(&e).await;
+                Next::Continue
+            }
+            Route::Leader(ops) => self.on_leader(&r, ops, text).await,
+        }
+    }
+
+    /// A statement translated from a prepared statement: only leader routes apply (it has no
+    /// raw packet to relay locally).
+    async fn replicated_text(&mut self, text: &str, class: &Classification) -> Next {
+        let Some(r) = self.frontend.replication.clone() else {
+            return Next::Close;
+        };
+        let Some(st) = self.repl.as_mut() else {
+            return Next::Close;
+        };
+        match st.route(text, class) {
+            Route::Leader(ops) => self.on_leader(&r, ops, text).await,
+            Route::Refuse(e) => {
+                self.reply_error(&e).await;
+                Next::Continue
+            }
+            _ => {
+                self.reply_error(&SqlError::new(
+                    1235,
+                    "42000",
+                    "shared-db cannot replicate this prepared statement",
+                ))
+                .await;
+                Next::Continue
+            }
+        }
+    }
+
+    /// Runs operations on the leader and relays the last one's answer.
+    async fn on_leader(&mut self, r: &Replication, ops: Vec<ExecOp>, text: &str) -> Next {
+        let n = ops.len();
+        for (i, op) in ops.into_iter().enumerate() {
+            let Some(st) = self.repl.as_mut() else {
+                return Next::Close;
+            };
+            let session_cmd = matches!(
+                &op,
+                ExecOp::Query {
+                    role: Role::Session,
+                    ..
+                }
+            );
+            let req = ExecRequest {
+                origin: st.origin,
+                user: st.user.clone(),
+                caps: self.login.capabilities.bits(),
+                collation: self.login.collation,
+                history: st.history.clone(),
+                in_txn: st.in_txn,
+                op,
+            };
+            st.uses_leader = true;
+            st.last_on_leader = true;
+            let resp = match r.exec(req).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    if st.in_txn {
+                        // The transaction on the leader is lost with it.
+                        st.in_txn = false;
+                        r.abort(st.origin).await;
+                    }
+                    self.reply_error(&e).await;
+                    return Next::Continue;
+                }
+            };
+            st.in_txn = resp.in_txn;
+            if let Some(ci) = resp.commit_index {
+                st.fence = st.fence.max(ci);
+            }
+            let failed = resp
+                .packets
+                .last()
+                .is_some_and(|p| p.first() == Some(&wire::ERR));
+            if i + 1 < n && failed {
+                return self.write_packets(&resp.packets).await;
+            }
+            if i + 1 == n {
+                if session_cmd && !failed {
+                    st.remember(text);
+                    // Keep the local session in step for reads after the transaction.
+                    if let Some(lease) = self.lease.as_mut() {
+                        let _ = lease.backend.query_drop(text).await;
+                    }
+                }
+                return self.write_packets(&resp.packets).await;
+            }
+        }
+        Next::Continue
+    }
+
+    /// Writes whole packets to the client (bounded).
+    async fn write_packets(&mut self, packets: &[Vec<u8>]) -> Next {
+        let sent = crate::replication::response::write_packets(&mut self.client, packets);
+        match tokio::time::timeout(self.frontend.limits.write_timeout, sent).await {
+            Ok(Ok(())) => Next::Continue,
+            _ => Next::Close,
+        }
     }
 
     /// Sends the client's command to the engine as it came and relays the answer.
@@ -295,7 +609,11 @@ impl Session {
             self.frontend.limits.write_timeout,
         );
         match relay.run(expect).await {
-            Ok(_) => Next::Continue,
+            Ok(outcome) => {
+                self.last_failed = outcome.error;
+                self.last_prepared = outcome.prepared;
+                Next::Continue
+            }
             Err(RelayError::Backend(e)) => {
                 tracing::warn!(id = self.id, error = %e, "engine connection lost during a command");
                 self.engine_lost().await
@@ -402,6 +720,18 @@ impl Session {
                     .insert(self.id, lease.backend.thread_id);
                 self.login.db = db.map(<[u8]>::to_vec);
                 self.login.collation = collation;
+                // A new session as far as the cluster is concerned.
+                self.end_replicated().await;
+                self.prepared_writes.clear();
+                if let Some(st) = self.repl.as_mut() {
+                    *st = ClientState::new(st.origin, st.user.clone());
+                    if let Some(db) = db {
+                        st.remember(&format!(
+                            "USE {}",
+                            quote_ident(&String::from_utf8_lossy(db))
+                        ));
+                    }
+                }
                 self.reply_ok().await
             }
             Err(BackendError::AuthFailed(m)) | Err(BackendError::Protocol(m)) => {

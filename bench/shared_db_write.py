@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Write-path benchmark for a 3-node shared-db cluster (not a test).
+
+In one run, on this machine:
+- autocommit single-row INSERT latency (sysbench `oltp_insert`, 1 thread; p50 from the
+  histogram, p99) and `oltp_write_only` TPS at 1 and 8 threads,
+  against (a) one MariaDB directly, (b) a 3-node Galera cluster (Debian's galera-4) on
+  loopback, (c) a 3-node shared-db cluster started with `shared-db dev-cluster`;
+- failover: a writer inserts continuously through a follower while the leader is SIGKILLed,
+  `--kills` times; reported is the time from the kill to the first acknowledged write after it,
+  and the check that every acknowledged write is on every node afterwards.
+
+    .venv/bin/python bench/shared_db_write.py [--time 10] [--kills 5] [--no-galera]
+
+Builds the release binaries first.
+"""
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pymysql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("SHARED_DB_TEST_PROFILE", "release")
+from conftest import SHARED_DB, MariaDbServers  # noqa: E402
+from galera import GaleraCluster  # noqa: E402
+from shared_db_cluster import DevCluster  # noqa: E402
+
+
+def sysbench(test, port, pw, threads, seconds, action="run", extra=()):
+    args = [
+        "sysbench", test, "--db-driver=mysql", "--mysql-host=127.0.0.1", f"--mysql-port={port}",
+        "--mysql-user=root", f"--mysql-password={pw}", "--mysql-db=test_db", "--tables=4",
+        "--table-size=10000", f"--threads={threads}", f"--time={seconds}",
+        "--report-interval=0", "--mysql-ignore-errors=none", *extra, action,
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 600)
+    if out.returncode != 0:
+        raise SystemExit(f"sysbench failed: {out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def histogram_percentile(report, pct):
+    """Percentile (ms) from sysbench's `--histogram=on` table."""
+    rows = []
+    for line in report.splitlines():
+        m = re.match(r"\s*([\d.]+)\s+\|\**\s+(\d+)\s*$", line)
+        if m:
+            rows.append((float(m.group(1)), int(m.group(2))))
+    total = sum(c for _, c in rows)
+    if total == 0:
+        raise SystemExit("sysbench printed no histogram")
+    seen = 0
+    for value, count in rows:
+        seen += count
+        if seen >= total * pct / 100:
+            return value
+    return rows[-1][0]
+
+
+def measure(name, port, pw, seconds):
+    """(p50 ms, p99 ms, insert/s @1, write_only TPS @1, @8) against one endpoint."""
+    sysbench("oltp_write_only", port, pw, 4, 0, action="prepare")
+    ins = sysbench("oltp_insert", port, pw, 1, seconds, extra=("--histogram=on",))
+    p50, p99 = histogram_percentile(ins, 50), histogram_percentile(ins, 99)
+    ins_rate = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", ins).group(1))
+    tps = []
+    for threads in (1, 8):
+        out = sysbench("oltp_write_only", port, pw, threads, seconds)
+        tps.append(float(re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", out).group(1)))
+    sysbench("oltp_write_only", port, pw, 4, 0, action="cleanup")
+    print(f"{name:10} insert p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {ins_rate:7.0f}/s   "
+          f"write_only TPS @1 {tps[0]:7.0f}  @8 {tps[1]:7.0f}", flush=True)
+    return p50, p99, ins_rate, tps[0], tps[1]
+
+
+def failover(cluster, kills):
+    """Kills the leader `kills` times under a steady writer; returns the recovery times."""
+    conn_args = dict(host="127.0.0.1", user="root", password=cluster.password,
+                     database="test_db", connect_timeout=5, read_timeout=10, write_timeout=10,
+                     autocommit=True)
+    setup = pymysql.connect(port=cluster.mysql_ports[0], **conn_args)
+    setup.cursor().execute("CREATE TABLE IF NOT EXISTS failover (id BIGINT PRIMARY KEY, "
+                           "at DOUBLE NOT NULL)")
+    setup.close()
+    acked, stop, last_ok = [], threading.Event(), [0.0]
+    recoveries = []
+
+    def writer():
+        seq, conn = 0, None
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    leader = cluster.leader_index() or 0
+                    target = (leader + 1) % cluster.count  # always through a follower
+                    conn = pymysql.connect(port=cluster.mysql_ports[target], **conn_args)
+                seq += 1
+                conn.cursor().execute("INSERT INTO failover VALUES (%s, %s)", (seq, time.time()))
+                acked.append(seq)
+                last_ok[0] = time.monotonic()
+            except pymysql.MySQLError:
+                conn = None
+                time.sleep(0.05)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(kills):
+            time.sleep(2)
+            leader = cluster.wait_leader(30)
+            pid = cluster.nodes()[leader]["pid"]
+            killed_at = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            deadline = killed_at + 30
+            while last_ok[0] <= killed_at and time.monotonic() < deadline:
+                time.sleep(0.01)
+            recoveries.append(last_ok[0] - killed_at if last_ok[0] > killed_at else float("inf"))
+            print(f"leader {leader + 1} killed: writes resumed after {recoveries[-1]:.2f} s",
+                  flush=True)
+            cluster.restart(leader)
+    finally:
+        stop.set()
+        t.join()
+    # Every acknowledged write must be on every node once they have caught up.
+    missing = {}
+    for i in range(cluster.count):
+        deadline = time.monotonic() + 60
+        while True:
+            conn = pymysql.connect(port=cluster.mysql_ports[i], **conn_args)
+            cur = conn.cursor()
+            cur.execute("SELECT id FROM failover")
+            present = {r[0] for r in cur.fetchall()}
+            conn.close()
+            lost = [s for s in acked if s not in present]
+            if not lost or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        missing[i + 1] = len(lost)
+    return recoveries, len(acked), missing
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--time", type=int, default=10)
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--no-galera", action="store_true")
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "shared-db", "-p", "testkit"],
+                   cwd=ROOT, check=True)
+    results = {}
+    engines = MariaDbServers(1, ["--innodb-buffer-pool-size=512M", "--max-connections=1000"])
+    try:
+        e = engines.info[0]
+        results["direct"] = measure("direct", e["port"], e["password"], a.time)
+    finally:
+        engines.stop()
+    if not a.no_galera:
+        galera = GaleraCluster(3)
+        try:
+            from galera import ROOT_PASSWORD
+            results["galera"] = measure("galera", galera.ports[0], ROOT_PASSWORD, a.time)
+        finally:
+            galera.stop()
+    cluster = DevCluster(3)
+    try:
+        leader = cluster.wait_leader(60)
+        follower = (leader + 1) % cluster.count
+        results["shared-db"] = measure("shared-db", cluster.mysql_ports[follower],
+                                       cluster.password, a.time)
+        recoveries, acked, missing = failover(cluster, a.kills)
+    finally:
+        cluster.stop()
+
+    print()
+    print("| system | INSERT p50 ms | INSERT p99 ms | inserts/s @1 | write_only TPS @1 "
+          "| write_only TPS @8 |")
+    print("|---|---|---|---|---|---|")
+    for name, (p50, p99, rate, t1, t8) in results.items():
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {rate:.0f} | {t1:.0f} | {t8:.0f} |")
+    d = results["direct"]
+    s = results["shared-db"]
+    print(f"\nshared-db/direct: write_only TPS @1 {s[3] / d[3]:.2f}, @8 {s[4] / d[4]:.2f}")
+    if "galera" in results:
+        g = results["galera"]
+        print(f"shared-db/galera: write_only TPS @1 {s[3] / g[3]:.2f}, @8 {s[4] / g[4]:.2f}")
+    print(f"failover over {len(recoveries)} leader kills: "
+          f"median {statistics.median(recoveries):.2f} s, max {max(recoveries):.2f} s; "
+          f"{acked} writes acknowledged, missing per node: {missing}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,592 @@
+//! The apply path: [`ReplicaEngine`] implements [`StateMachine`] on a node's engine.
+//!
+//! One applier applies committed entries strictly in log order. A transaction entry runs on
+//! the connection of its origin session (so temporary tables and session state carry over, as
+//! on MariaDB's replica SQL thread), each statement after its context `SET`, and the applied
+//! position is written in the same engine transaction. The leader recognises its own prepared
+//! XA transaction and commits it instead of running it again. Each statement's outcome (error
+//! code, affected rows) is compared with the leader's; on a mismatch the node marks itself
+//! diverged (persisted in `flux_meta`), stops touching the engine and keeps answering `Ok`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::sync::watch;
+
+use super::context::quote_ident;
+use super::entry::{
+    ApplyReply, DdlEntry, EntryBody, LogEntry, LoggedStatement, Origin, Outcome, TxnEntry,
+};
+use super::meta;
+use super::response::run_query;
+use crate::cluster::contract::{
+    BoxFuture, LogPosition, NodeId, SnapshotMeta, StateMachine, StateMachineError,
+};
+use crate::protocol::backend::{Backend, BackendError, EngineTarget};
+
+/// utf8mb4_general_ci: the collation applier connections open with (the context sets the
+/// statement's own).
+const APPLIER_COLLATION: u8 = 45;
+
+/// How long the applier waits out an engine that is unreachable before giving up on an entry.
+const ENGINE_WAIT: Duration = Duration::from_secs(60);
+
+/// Capabilities of applier connections; `CLIENT_FOUND_ROWS` follows the origin client.
+pub fn applier_caps(client_caps: u32) -> CapabilityFlags {
+    use CapabilityFlags as C;
+    let base = C::CLIENT_PROTOCOL_41
+        | C::CLIENT_SECURE_CONNECTION
+        | C::CLIENT_PLUGIN_AUTH
+        | C::CLIENT_TRANSACTIONS
+        | C::CLIENT_MULTI_RESULTS
+        | C::CLIENT_LONG_PASSWORD
+        | C::CLIENT_LONG_FLAG
+        | C::CLIENT_MULTI_STATEMENTS;
+    if CapabilityFlags::from_bits_truncate(client_caps).contains(C::CLIENT_FOUND_ROWS) {
+        base | C::CLIENT_FOUND_ROWS
+    } else {
+        base
+    }
+}
+
+/// Prepared XA transactions of this process's executor, by xid: the applier commits them on
+/// the connection that prepared them when their entry is applied.
+#[derive(Default)]
+pub struct XaRegistry {
+    prepared: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Backend>>>>,
+    /// Proposals that failed with an unknown outcome: rolled back at the next barrier.
+    doubtful: Mutex<Vec<String>>,
+}
+
+impl XaRegistry {
+    pub fn register(&self, xid: &str, conn: Arc<tokio::sync::Mutex<Backend>>) {
+        if let Ok(mut m) = self.prepared.lock() {
+            m.insert(xid.to_string(), conn);
+        }
+    }
+    pub fn take(&self, xid: &str) -> Option<Arc<tokio::sync::Mutex<Backend>>> {
+        self.prepared.lock().ok()?.remove(xid)
+    }
+    pub fn is_prepared(&self, xid: &str) -> bool {
+        self.prepared.lock().is_ok_and(|m| m.contains_key(xid))
+    }
+    pub fn mark_doubtful(&self, xid: &str) {
+        if let Ok(mut d) = self.doubtful.lock() {
+            d.push(xid.to_string());
+        }
+    }
+    fn take_all(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Backend>>)> {
+        self.prepared
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default()
+    }
+    fn take_doubtful(&self) -> Vec<String> {
+        self.doubtful
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+}
+
+struct Inner {
+    meta: Option<Backend>,
+    sessions: HashMap<Origin, Backend>,
+    last: Option<LogPosition>,
+    /// This node's DDL outcomes by log index, until the leader's outcome arrives (`None`: the
+    /// DDL may have run before a crash, outcome unknown).
+    ddl_outcomes: HashMap<u64, Option<Outcome>>,
+    /// The DDL entry that was running when the process last stopped, if any.
+    ddl_inflight: Option<u64>,
+}
+
+/// A node's engine as a replicated state machine.
+pub struct ReplicaEngine {
+    target: EngineTarget,
+    node_id: NodeId,
+    /// xid prefix of this process's XA transactions (`sdb-<node>-<boot>-`).
+    xid_prefix: String,
+    inner: tokio::sync::Mutex<Inner>,
+    applied: watch::Sender<u64>,
+    diverged: Mutex<Option<String>>,
+    diverged_flag: AtomicBool,
+    pub xa: Arc<XaRegistry>,
+    /// DDL outcomes on this node, by log index, for comparison with the leader's report.
+    snapshot_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("engine: {0}")]
+    Engine(#[from] BackendError),
+}
+
+/// A transient engine failure (retry) or a final answer.
+enum Step {
+    Done(ApplyReply),
+    Retry(BackendError),
+}
+
+impl ReplicaEngine {
+    /// Connects to the engine, creates `flux_meta` if needed and loads the applied position
+    /// and the diverged flag.
+    pub async fn open(target: EngineTarget, node_id: NodeId) -> Result<Arc<Self>, OpenError> {
+        let mut b = connect(&target, 0, None).await?;
+        meta::ensure_schema(&mut b).await?;
+        let last = meta::read_position(&mut b).await?;
+        let diverged = meta::read_diverged(&mut b).await?;
+        let ddl_inflight = meta::read_state(&mut b, "ddl_inflight")
+            .await?
+            .and_then(|v| v.parse().ok());
+        let mut boot = [0u8; 4];
+        let _ = getrandom::fill(&mut boot);
+        let (applied, _) = watch::channel(last.map(|p| p.index).unwrap_or(0));
+        Ok(Arc::new(ReplicaEngine {
+            target,
+            node_id,
+            xid_prefix: format!("sdb-{node_id}-{:08x}-", u32::from_le_bytes(boot)),
+            inner: tokio::sync::Mutex::new(Inner {
+                meta: Some(b),
+                sessions: HashMap::new(),
+                last,
+                ddl_outcomes: HashMap::new(),
+                ddl_inflight,
+            }),
+            applied,
+            diverged_flag: AtomicBool::new(diverged.is_some()),
+            diverged: Mutex::new(diverged),
+            xa: Arc::new(XaRegistry::default()),
+            snapshot_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn target(&self) -> &EngineTarget {
+        &self.target
+    }
+
+    /// The prefix of the XA transaction ids this process's executor uses.
+    pub fn xid_prefix(&self) -> &str {
+        &self.xid_prefix
+    }
+
+    /// The last applied log index (0 when fresh).
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the applied index reaches `index`; false on timeout.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|&i| i >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Why this node diverged, if it did.
+    pub fn diverged(&self) -> Option<String> {
+        if !self.diverged_flag.load(Ordering::Acquire) {
+            return None;
+        }
+        self.diverged.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// `/status` view.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "applied_index": self.applied_index(),
+            "diverged": self.diverged().is_some(),
+            "diverged_reason": self.diverged(),
+        })
+    }
+
+    async fn mark_diverged(&self, inner: &mut Inner, reason: String) {
+        tracing::error!(%reason, "this node diverged from the leader; it stops serving clients");
+        if let Ok(mut d) = self.diverged.lock() {
+            *d = Some(reason.clone());
+        }
+        self.diverged_flag.store(true, Ordering::Release);
+        if let Some(b) = inner.meta.as_mut() {
+            if let Err(e) = meta::write_diverged(b, Some(&reason)).await {
+                tracing::warn!(error = %e, "could not persist the diverged flag");
+            }
+        }
+    }
+
+    async fn apply_entry(
+        &self,
+        pos: LogPosition,
+        payload: &[u8],
+    ) -> Result<ApplyReply, StateMachineError> {
+        let entry = LogEntry::decode(payload).map_err(|e| StateMachineError::CorruptEntry {
+            index: pos.index,
+            reason: e.to_string(),
+        })?;
+        let mut inner = self.inner.lock().await;
+        if inner.last.is_some_and(|l| l.index >= pos.index) {
+            return Ok(ApplyReply::Duplicate);
+        }
+        if let Some(reason) = self.diverged() {
+            return Ok(ApplyReply::Diverged { reason });
+        }
+        let deadline = tokio::time::Instant::now() + ENGINE_WAIT;
+        loop {
+            match self.step(&mut inner, pos, &entry.body).await {
+                Step::Done(reply) => {
+                    tracing::debug!(node = self.node_id, index = pos.index, ?reply, "applied");
+                    if !matches!(reply, ApplyReply::Diverged { .. }) {
+                        inner.last = Some(pos);
+                        self.applied.send_replace(pos.index);
+                    }
+                    return Ok(reply);
+                }
+                Step::Retry(e) => {
+                    // Connections are gone with their sessions; start over from what the
+                    // engine recorded.
+                    inner.meta = None;
+                    inner.sessions.clear();
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StateMachineError::Engine(e.to_string()));
+                    }
+                    tracing::warn!(index = pos.index, error = %e, "engine unavailable while applying; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match self.reload(&mut inner).await {
+                        Ok(Some(last)) if last.index >= pos.index => {
+                            inner.last = Some(last);
+                            self.applied.send_replace(last.index);
+                            return Ok(ApplyReply::Duplicate);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "engine still unavailable"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reload(&self, inner: &mut Inner) -> Result<Option<LogPosition>, BackendError> {
+        let mut b = connect(&self.target, 0, None).await?;
+        let last = meta::read_position(&mut b).await?;
+        inner.meta = Some(b);
+        Ok(last)
+    }
+
+    async fn meta_conn<'a>(&self, inner: &'a mut Inner) -> Result<&'a mut Backend, BackendError> {
+        if inner.meta.is_none() {
+            inner.meta = Some(connect(&self.target, 0, None).await?);
+        }
+        inner
+            .meta
+            .as_mut()
+            .ok_or_else(|| BackendError::Protocol("no meta connection".into()))
+    }
+
+    async fn step(&self, inner: &mut Inner, pos: LogPosition, body: &EntryBody) -> Step {
+        let r = match body {
+            EntryBody::Barrier { leader, .. } => self.barrier(inner, pos, *leader).await,
+            EntryBody::SessionEnd { origin } => {
+                inner.sessions.remove(origin);
+                self.record(inner, pos)
+                    .await
+                    .map(|_| ApplyReply::Applied { outcome: None })
+            }
+            EntryBody::Ddl(d) => self.ddl(inner, pos, d).await,
+            EntryBody::DdlOutcome { ddl_index, outcome } => {
+                if let Some(Some(mine)) = inner.ddl_outcomes.remove(ddl_index) {
+                    if !mine.agrees_with(outcome) {
+                        let reason = format!(
+                            "DDL entry {ddl_index}: leader had error {} / {} rows, this node error {} / {} rows ({})",
+                            outcome.error, outcome.affected, mine.error, mine.affected, mine.message
+                        );
+                        self.mark_diverged(inner, reason.clone()).await;
+                        return Step::Done(ApplyReply::Diverged { reason });
+                    }
+                }
+                self.record(inner, pos)
+                    .await
+                    .map(|_| ApplyReply::Applied { outcome: None })
+            }
+            EntryBody::Txn(t) => self.txn(inner, pos, t).await,
+        };
+        match r {
+            Ok(reply) => Step::Done(reply),
+            Err(e @ BackendError::Server { .. }) => {
+                // The engine refused one of our own statements (not the client's): treat as a
+                // divergence rather than looping.
+                let reason = format!("entry {}: {e}", pos.index);
+                self.mark_diverged(inner, reason.clone()).await;
+                Step::Done(ApplyReply::Diverged { reason })
+            }
+            Err(e) => Step::Retry(e),
+        }
+    }
+
+    async fn record(&self, inner: &mut Inner, pos: LogPosition) -> Result<(), BackendError> {
+        self.meta_conn(inner)
+            .await?
+            .query_drop(&meta::position_sql(pos))
+            .await
+    }
+
+    async fn barrier(
+        &self,
+        inner: &mut Inner,
+        pos: LogPosition,
+        leader: NodeId,
+    ) -> Result<ApplyReply, BackendError> {
+        // Entries of earlier leaders are all before this one: our prepared transactions from an
+        // earlier process, or whose proposal failed, will never be in the log. When another
+        // node leads now, none of ours that is still prepared will.
+        let mut doubtful = self.xa.take_doubtful();
+        if leader != self.node_id {
+            for (xid, conn) in self.xa.take_all() {
+                let mut c = conn.lock().await;
+                let _ = c
+                    .query_drop(&format!("XA ROLLBACK {}", super::context::quote(&xid)))
+                    .await;
+                doubtful.push(xid);
+            }
+        }
+        for xid in &doubtful {
+            if let Some(conn) = self.xa.take(xid) {
+                let mut c = conn.lock().await;
+                let _ = c
+                    .query_drop(&format!("XA ROLLBACK {}", super::context::quote(xid)))
+                    .await;
+            }
+        }
+        let own = format!("sdb-{}-", self.node_id);
+        let m = self.meta_conn(inner).await?;
+        for xid in meta::xa_recover(m).await? {
+            let orphan = xid.starts_with(&own)
+                && (leader != self.node_id || !xid.starts_with(&self.xid_prefix));
+            if orphan || doubtful.contains(&xid) {
+                tracing::info!(%xid, "rolling back a prepared transaction that never committed");
+                let _ = m
+                    .query_drop(&format!("XA ROLLBACK {}", super::context::quote(&xid)))
+                    .await;
+            }
+        }
+        self.record(inner, pos).await?;
+        Ok(ApplyReply::Applied { outcome: None })
+    }
+
+    async fn session<'a>(
+        &self,
+        inner: &'a mut Inner,
+        origin: Origin,
+        caps: u32,
+    ) -> Result<&'a mut Backend, BackendError> {
+        match inner.sessions.entry(origin) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let b = connect(&self.target, caps, None).await?;
+                Ok(v.insert(b))
+            }
+        }
+    }
+
+    async fn ddl(
+        &self,
+        inner: &mut Inner,
+        pos: LogPosition,
+        d: &DdlEntry,
+    ) -> Result<ApplyReply, BackendError> {
+        // Marked first: a crash before the position is recorded re-runs the DDL, whose outcome
+        // then says nothing.
+        let rerun = inner.ddl_inflight == Some(pos.index);
+        self.meta_conn(inner)
+            .await?
+            .query_drop(&meta::write_state_sql(
+                "ddl_inflight",
+                &pos.index.to_string(),
+            ))
+            .await?;
+        let conn = self.session(inner, d.origin, d.client_caps).await?;
+        let outcome = run_statement(conn, &d.statement, false).await?;
+        self.record(inner, pos).await?;
+        inner
+            .ddl_outcomes
+            .insert(pos.index, (!rerun).then(|| outcome.clone()));
+        if inner.ddl_outcomes.len() > 1000 {
+            let oldest = inner.ddl_outcomes.keys().min().copied();
+            if let Some(k) = oldest {
+                inner.ddl_outcomes.remove(&k);
+            }
+        }
+        Ok(ApplyReply::Applied {
+            outcome: Some(outcome),
+        })
+    }
+
+    async fn txn(
+        &self,
+        inner: &mut Inner,
+        pos: LogPosition,
+        t: &TxnEntry,
+    ) -> Result<ApplyReply, BackendError> {
+        let xid_lit = super::context::quote(&t.xid);
+        // The leader's own prepared transaction, on the connection that prepared it.
+        if let Some(conn) = self.xa.take(&t.xid) {
+            let committed = {
+                let mut c = conn.lock().await;
+                c.query_drop(&format!("XA COMMIT {xid_lit}")).await
+            };
+            match committed {
+                Ok(()) => {
+                    self.record_after_xa(inner, pos, &t.xid).await?;
+                    return Ok(ApplyReply::Applied { outcome: None });
+                }
+                Err(e) => {
+                    tracing::warn!(xid = %t.xid, error = %e, "XA COMMIT on the preparing connection failed; recovering")
+                }
+            }
+        }
+        // Prepared by an earlier process (or a connection that was lost): still in XA RECOVER.
+        let m = self.meta_conn(inner).await?;
+        if meta::xa_recover(m).await?.contains(&t.xid) {
+            m.query_drop(&format!("XA COMMIT {xid_lit}")).await?;
+            self.record_after_xa(inner, pos, &t.xid).await?;
+            return Ok(ApplyReply::Applied { outcome: None });
+        }
+        // Committed before a crash that came before the position was written.
+        if meta::xa_done(m, &t.xid).await? {
+            self.record_after_xa(inner, pos, &t.xid).await?;
+            return Ok(ApplyReply::Duplicate);
+        }
+        // Everyone else: run the statements.
+        let conn = self.session(inner, t.origin, t.client_caps).await?;
+        for (i, stmt) in t.statements.iter().enumerate() {
+            let got = run_statement(conn, stmt, i == 0).await?;
+            if let Some(want) = &stmt.outcome {
+                if !want.agrees_with(&got) {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                    let reason = format!(
+                        "entry {} statement {}: leader had error {} / {} rows, this node error {} / {} rows ({})",
+                        pos.index, i + 1, want.error, want.affected, got.error, got.affected, got.message
+                    );
+                    self.mark_diverged(inner, reason.clone()).await;
+                    return Ok(ApplyReply::Diverged { reason });
+                }
+            }
+        }
+        if t.statements.is_empty() {
+            conn.query_drop("BEGIN").await?;
+        }
+        conn.query_drop(&format!("{}; COMMIT", meta::position_sql(pos)))
+            .await?;
+        Ok(ApplyReply::Applied { outcome: None })
+    }
+
+    async fn record_after_xa(
+        &self,
+        inner: &mut Inner,
+        pos: LogPosition,
+        xid: &str,
+    ) -> Result<(), BackendError> {
+        let m = self.meta_conn(inner).await?;
+        m.query_drop(&format!(
+            "BEGIN; {}; DELETE FROM flux_meta.xa_done WHERE xid = {}; COMMIT",
+            meta::position_sql(pos),
+            super::context::quote(xid)
+        ))
+        .await
+    }
+
+    /// Forgets the applier's connections (after a snapshot install).
+    async fn reset_sessions(&self) {
+        let mut inner = self.inner.lock().await;
+        inner.sessions.clear();
+    }
+}
+
+/// Runs one logged statement with its context on an applier connection (`begin`: open the
+/// transaction in the same round trip).
+async fn run_statement(
+    conn: &mut Backend,
+    stmt: &LoggedStatement,
+    begin: bool,
+) -> Result<Outcome, BackendError> {
+    let mut prelude = String::new();
+    if begin {
+        prelude.push_str("BEGIN; ");
+    }
+    if let Some(db) = &stmt.ctx.db {
+        prelude.push_str(&format!("USE {}; ", quote_ident(db)));
+    }
+    prelude.push_str(&stmt.ctx.to_set_sql());
+    conn.query_drop(&prelude).await?;
+    let c = run_query(conn, &stmt.sql).await?;
+    Ok(c.outcome)
+}
+
+async fn connect(
+    target: &EngineTarget,
+    caps: u32,
+    db: Option<&[u8]>,
+) -> Result<Backend, BackendError> {
+    Backend::connect(target, applier_caps(caps), APPLIER_COLLATION, db).await
+}
+
+impl StateMachine for ReplicaEngine {
+    fn apply(
+        &self,
+        pos: LogPosition,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StateMachineError>> {
+        Box::pin(async move {
+            let _snap = self.snapshot_lock.lock().await;
+            self.apply_entry(pos, &payload).await.map(|r| r.encode())
+        })
+    }
+
+    fn last_applied(&self) -> BoxFuture<'_, Result<Option<LogPosition>, StateMachineError>> {
+        Box::pin(async move { Ok(self.inner.lock().await.last) })
+    }
+
+    fn build_snapshot<'a>(
+        &'a self,
+        dir: &'a Path,
+    ) -> BoxFuture<'a, Result<SnapshotMeta, StateMachineError>> {
+        Box::pin(async move {
+            let _snap = self.snapshot_lock.lock().await;
+            let last = self
+                .inner
+                .lock()
+                .await
+                .last
+                .unwrap_or(LogPosition { term: 0, index: 0 });
+            super::snapshot::build(&self.target, dir, last).await
+        })
+    }
+
+    fn install_snapshot<'a>(
+        &'a self,
+        dir: &'a Path,
+        meta_in: &'a SnapshotMeta,
+    ) -> BoxFuture<'a, Result<(), StateMachineError>> {
+        Box::pin(async move {
+            let _snap = self.snapshot_lock.lock().await;
+            self.reset_sessions().await;
+            super::snapshot::install(&self.target, dir).await?;
+            let mut inner = self.inner.lock().await;
+            let m = self
+                .meta_conn(&mut inner)
+                .await
+                .map_err(|e| StateMachineError::Engine(e.to_string()))?;
+            m.query_drop(&meta::position_sql(meta_in.last_applied))
+                .await
+                .map_err(|e| StateMachineError::Engine(e.to_string()))?;
+            inner.last = Some(meta_in.last_applied);
+            self.applied.send_replace(meta_in.last_applied.index);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,283 @@
+"""A 3-node shared-db cluster (`shared-db dev-cluster`, each node its own `shared-db serve`
+process with its own managed MariaDB) driven by real PyMySQL clients: deterministic apply on
+every engine, read-your-writes, leader kills and a stopped follower with no acknowledged write
+lost, catch-up of a node that was down, divergence detection.
+
+The tests share one cluster and run in file order; the fault tests come last."""
+
+import random
+import signal
+import threading
+import time
+
+import pymysql
+import pytest
+
+from shared_db_cluster import DevCluster, wait_for
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = DevCluster(3)
+    yield c
+    c.stop()
+
+
+def rows(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def checksums(cluster, db, tables, nodes=None):
+    """`CHECKSUM TABLE` and the full ordered contents of `tables`, per node."""
+    out = []
+    for i in (range(cluster.count) if nodes is None else nodes):
+        conn = cluster.connect(i, database=db)
+        try:
+            sums = rows(conn, f"CHECKSUM TABLE {', '.join(tables)}")
+            dump = [rows(conn, f"SELECT * FROM {t} ORDER BY 1") for t in tables]
+        finally:
+            conn.close()
+        out.append((sums, dump))
+    return out
+
+
+def test_cluster_has_one_leader_and_full_status(cluster):
+    roles = [cluster.status(i)["node"]["role"] for i in range(3)]
+    assert sorted(roles) == ["follower", "follower", "leader"], roles
+    leader = roles.index("leader")
+    for i in range(3):
+        s = cluster.status(i)
+        for key in ("id", "pid", "role", "term", "leader", "diverged"):
+            assert key in s["node"], f"/status of node {i + 1} lacks node.{key}: {s}"
+        for key in ("commit_index", "applied_index", "peers"):
+            assert key in s["cluster"], f"/status of node {i + 1} lacks cluster.{key}: {s}"
+        assert s["node"]["pid"] == cluster.pid(i)
+        assert s["node"]["diverged"] is False
+        assert s["node"]["leader"]["id"] == leader + 1
+        assert s["engine"]["state"] == "running"
+    peers = cluster.status(leader)["cluster"]["peers"]
+    assert len(peers) >= 2 and all(p["lag"] is not None for p in peers), peers
+
+
+def test_concurrent_writers_on_every_node_leave_identical_engines(cluster):
+    setup = cluster.connect(0)
+    for stmt in [
+        "CREATE DATABASE det",
+        "CREATE TABLE det.items (id INT AUTO_INCREMENT PRIMARY KEY, writer VARCHAR(16), "
+        " n INT, r DOUBLE, u CHAR(36), created DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6), "
+        " changed DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), "
+        " trig_at DATETIME(6), note VARCHAR(64))",
+        "CREATE TABLE det.audit (id INT AUTO_INCREMENT PRIMARY KEY, item INT, at DATETIME(6))",
+        "CREATE TRIGGER det.items_bi BEFORE INSERT ON det.items FOR EACH ROW "
+        " SET NEW.trig_at = NOW(6)",
+        "CREATE TRIGGER det.items_ai AFTER INSERT ON det.items FOR EACH ROW "
+        " INSERT INTO det.audit (item, at) VALUES (NEW.id, NOW(6))",
+    ]:
+        rows(setup, stmt)
+    setup.close()
+
+    errors = []
+
+    def writer(node, w):
+        name = f"n{node + 1}w{w}"
+        rnd = random.Random(name)
+        try:
+            conn = cluster.connect(node, database="det")
+            for k in range(12):
+                rows(conn, "INSERT INTO items (writer, n, r, u) VALUES (%s, %s, RAND(), UUID())",
+                     (name, k))
+                rows(conn, "SET @v = %s", (rnd.randint(1, 10**6),))
+                rows(conn, "INSERT INTO items (writer, n, r, note) VALUES "
+                           "(%s, @v, RAND(), CONCAT('at ', NOW(6))), (%s, @v + 1, RAND(), NULL)",
+                     (name, name))
+                rows(conn, "CREATE TEMPORARY TABLE IF NOT EXISTS tmp (x INT)")
+                rows(conn, "INSERT INTO tmp VALUES (%s)", (k,))
+                rows(conn, "INSERT INTO items (writer, n, note) SELECT %s, x, 'from tmp' "
+                           "FROM tmp ORDER BY x", (name,))
+                rows(conn, "UPDATE items SET n = n + 1, r = RAND() WHERE writer = %s "
+                           "ORDER BY id LIMIT 1", (name,))
+                conn.begin()
+                rows(conn, "INSERT INTO items (writer, n, note) VALUES (%s, -1, 'rolled back')",
+                     (name,))
+                conn.rollback()
+                conn.begin()
+                rows(conn, "INSERT INTO items (writer, n, note) VALUES (%s, %s, 'in txn')",
+                     (name, k))
+                rows(conn, "UPDATE items SET note = CONCAT(note, ' ', LAST_INSERT_ID()) "
+                           "WHERE id = LAST_INSERT_ID()")
+                conn.commit()
+            conn.close()
+        except Exception as e:  # reported below with the writer's name
+            errors.append(f"{name}: {e!r}")
+
+    threads = [threading.Thread(target=writer, args=(n, w)) for n in range(3) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+
+    cluster.wait_converged()
+    result = checksums(cluster, "det", ["items", "audit"])
+    assert result[0] == result[1] == result[2]
+    conn = cluster.connect(2, database="det")
+    (count,), = rows(conn, "SELECT COUNT(*) FROM items WHERE note = 'rolled back'")
+    assert count == 0
+    (count,), = rows(conn, "SELECT COUNT(*) FROM items")
+    # Per writer and round k: 1 + 2 + 1 (the committed transaction) + k + 1 from the temp table.
+    assert count == 6 * (12 * 4 + sum(k + 1 for k in range(12)))
+    conn.close()
+
+
+def test_a_session_reads_its_own_write_at_once_on_any_node(cluster):
+    setup = cluster.connect(0)
+    rows(setup, "CREATE DATABASE IF NOT EXISTS ryw")
+    rows(setup, "CREATE TABLE IF NOT EXISTS ryw.t (id INT PRIMARY KEY, v INT)")
+    setup.close()
+    leader = cluster.leader_index()
+    followers = [i for i in range(3) if i != leader]
+    writer_node, other = followers[0], followers[1]
+    w = cluster.connect(writer_node, database="ryw")
+    for k in range(50):
+        rows(w, "INSERT INTO t VALUES (%s, %s)", (k, k * k))
+        assert rows(w, "SELECT v FROM t WHERE id = %s", (k,)) == ((k * k,),)
+    w.close()
+    # A fresh session on the third node sees the writes once it has caught up (bounded).
+    r = cluster.connect(other, database="ryw")
+    wait_for("node 3 has the writes",
+             lambda: rows(r, "SELECT COUNT(*) FROM t") == ((50,),), 10)
+    r.close()
+
+
+def test_a_node_that_was_down_catches_up_from_the_log(cluster):
+    leader = cluster.wait_leader()
+    down = (leader + 1) % 3
+    cluster.kill(down)
+    conn = cluster.connect(leader)
+    rows(conn, "CREATE DATABASE catchup")
+    rows(conn, "CREATE TABLE catchup.t (id INT PRIMARY KEY, v VARCHAR(20))")
+    for k in range(100):
+        rows(conn, "INSERT INTO catchup.t VALUES (%s, %s)", (k, f"v{k}"))
+    conn.close()
+    cluster.restart(down)
+    wait_for("restarted node answers", lambda: cluster._can_connect(down), 120)
+    cluster.wait_converged(timeout=120)
+    result = checksums(cluster, "catchup", ["t"])
+    assert result[0] == result[1] == result[2]
+
+
+def test_no_acknowledged_write_is_lost_across_leader_kills_and_a_stopped_follower(cluster):
+    setup = cluster.connect(cluster.wait_leader())
+    rows(setup, "CREATE DATABASE jepsen")
+    rows(setup, "CREATE TABLE jepsen.a (id BIGINT PRIMARY KEY, node INT)")
+    rows(setup, "CREATE TABLE jepsen.b (id BIGINT PRIMARY KEY)")
+    setup.close()
+
+    acked, unknown, stop = set(), set(), threading.Event()
+    lock = threading.Lock()
+    counter = [0]
+
+    def writer(node):
+        conn = None
+        seq = node * 10**9
+        while not stop.is_set():
+            seq += 1
+            try:
+                if conn is None:
+                    conn = cluster.connect(node, database="jepsen", connect_timeout=3,
+                                           read_timeout=15, write_timeout=15)
+                # Two rows in two tables in one transaction: both or neither, never half.
+                conn.begin()
+                rows(conn, "INSERT INTO a VALUES (%s, %s)", (seq, node))
+                rows(conn, "INSERT INTO b VALUES (%s)", (seq,))
+                conn.commit()
+                with lock:
+                    acked.add(seq)
+                    counter[0] += 1
+            except (pymysql.MySQLError, OSError):
+                with lock:
+                    unknown.add(seq)
+                try:
+                    if conn is not None:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = None
+                stop.wait(0.05)
+
+    def progress(n):
+        """Waits until `n` more writes have been acknowledged."""
+        with lock:
+            target = counter[0] + n
+        wait_for(f"{n} more acknowledged writes", lambda: counter[0] >= target, 30)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    failovers = []
+    try:
+        progress(20)
+        for _ in range(3):
+            leader = cluster.wait_leader()
+            killed_at = time.monotonic()
+            cluster.kill(leader)
+            cluster.wait_leader(timeout=10, exclude=leader)
+            failovers.append(time.monotonic() - killed_at)
+            progress(10)
+            cluster.restart(leader)
+            wait_for("killed node back", lambda: cluster._can_connect(leader), 120)
+            progress(10)
+        leader = cluster.wait_leader()
+        follower = (leader + 1) % 3
+        cluster.kill(follower, signal.SIGSTOP)
+        try:
+            progress(30)  # the majority keeps committing without the stopped follower
+        finally:
+            cluster.kill(follower, signal.SIGCONT)
+        progress(10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    print(f"new leader after a leader kill: {[f'{f:.2f}' for f in failovers]} s")
+    assert all(f <= 3.0 for f in failovers), failovers
+
+    cluster.wait_converged(timeout=120)
+    for i in range(3):
+        conn = cluster.connect(i, database="jepsen")
+        a = {r[0] for r in rows(conn, "SELECT id FROM a")}
+        b = {r[0] for r in rows(conn, "SELECT id FROM b")}
+        conn.close()
+        lost = acked - a
+        assert not lost, f"node {i + 1} lost {len(lost)} acknowledged writes"
+        assert a == b, f"node {i + 1} has half-applied transactions: {a ^ b}"
+        assert a - acked <= unknown, "rows that no client ever sent"
+    result = checksums(cluster, "jepsen", ["a", "b"])
+    assert result[0] == result[1] == result[2]
+
+
+def test_a_follower_whose_outcome_differs_reports_diverged(cluster):
+    leader = cluster.wait_leader()
+    victim = (leader + 1) % 3
+    conn = cluster.connect(leader)
+    rows(conn, "CREATE DATABASE divg")
+    rows(conn, "CREATE TABLE divg.t (id INT PRIMARY KEY, v INT)")
+    rows(conn, "INSERT INTO divg.t VALUES (1, 0), (2, 0), (3, 0)")
+    cluster.wait_converged()
+    # Someone edits the follower's engine behind the operator's back.
+    eng = cluster.engine_connect(victim)
+    rows(eng, "DELETE FROM divg.t WHERE id = 2")
+    eng.close()
+    rows(conn, "UPDATE divg.t SET v = v + 1")  # 3 rows on the leader, 2 on the victim
+    conn.close()
+    wait_for("victim reports diverged", lambda: cluster.status(victim)["node"]["diverged"], 30)
+    with pytest.raises(pymysql.MySQLError):
+        c = cluster.connect(victim)
+        try:
+            rows(c, "SELECT * FROM divg.t")
+        finally:
+            c.close()
+    others = [i for i in range(3) if i != victim]
+    assert not any(cluster.status(i)["node"]["diverged"] for i in others)
