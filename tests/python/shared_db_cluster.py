@@ -47,13 +47,14 @@ class DevCluster:
              "--start-timeout", str(ready_timeout), "--", *serve_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.restarted = []
+        self.pids = {}
         try:
             wait_for("dev-cluster ready", self._ready, ready_timeout + 10, 0.1)
             info = json.loads((self.data / "nodes.json").read_text())
             self.password = Path(info["client_password_file"]).read_text().strip()
             self.mysql_ports = [n["mysql_port"] for n in info["nodes"]]
             self.ui_ports = [n["ui_port"] for n in info["nodes"]]
-            self.wait_leader(60)
+            self.wait_formed(120)
         except BaseException:
             self.stop()
             raise
@@ -96,6 +97,19 @@ class DevCluster:
             return (i,) if i is not None and i != exclude else None
         return wait_for("a leader", find, timeout)[0]
 
+    def wait_formed(self, timeout=60):
+        """Waits until one node leads and every other one is a voting follower."""
+        roles = []
+
+        def formed():
+            roles[:] = [(self.try_status(i) or {}).get("node", {}).get("role")
+                        for i in range(self.count)]
+            return sorted(roles) == ["follower"] * (self.count - 1) + ["leader"]
+        try:
+            wait_for("the cluster formed", formed, timeout, 0.1)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; roles: {roles}") from None
+
     def applied(self, i):
         s = self.try_status(i)
         return None if s is None else (s.get("cluster") or {}).get("applied_index")
@@ -114,7 +128,8 @@ class DevCluster:
 
     # -- processes ------------------------------------------------------------------
     def pid(self, i):
-        return self.node(i)["pid"]
+        """Node i's current pid (nodes.json has the first one; restarts are ours)."""
+        return self.pids.get(i) or self.node(i)["pid"]
 
     def kill(self, i, sig=signal.SIGKILL):
         os.kill(self.pid(i), sig)
@@ -128,6 +143,7 @@ class DevCluster:
         proc = subprocess.Popen(node["argv"], env=node["env"], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.restarted.append(proc)
+        self.pids[i] = proc.pid
         return proc
 
     @staticmethod
@@ -144,7 +160,7 @@ class DevCluster:
 
     def stop(self):
         try:
-            pids = [n["pid"] for n in self.nodes()]
+            pids = [self.pid(i) for i in range(len(self.nodes()))]
         except (OSError, ValueError, KeyError):
             pids = []
         if self.proc.poll() is None:

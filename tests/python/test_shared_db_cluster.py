@@ -68,7 +68,8 @@ def test_concurrent_writers_on_every_node_leave_identical_engines(cluster):
         " n INT, r DOUBLE, u CHAR(36), created DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6), "
         " changed DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), "
         " trig_at DATETIME(6), note VARCHAR(64))",
-        "CREATE TABLE det.audit (id INT AUTO_INCREMENT PRIMARY KEY, item INT, at DATETIME(6))",
+        # (Triggers that insert into AUTO_INCREMENT tables are a documented limit.)
+        "CREATE TABLE det.audit (item INT PRIMARY KEY, at DATETIME(6))",
         "CREATE TRIGGER det.items_bi BEFORE INSERT ON det.items FOR EACH ROW "
         " SET NEW.trig_at = NOW(6)",
         "CREATE TRIGGER det.items_ai AFTER INSERT ON det.items FOR EACH ROW "
@@ -241,7 +242,8 @@ def test_no_acknowledged_write_is_lost_across_leader_kills_and_a_stopped_followe
         stop.set()
         for t in threads:
             t.join(timeout=60)
-    print(f"new leader after a leader kill: {[f'{f:.2f}' for f in failovers]} s")
+    print(f"new leader after a leader kill: {[f'{f:.2f}' for f in failovers]} s; "
+          f"{len(acked)} writes acknowledged, {len(unknown)} failed or unknown")
     assert all(f <= 3.0 for f in failovers), failovers
 
     cluster.wait_converged(timeout=120)

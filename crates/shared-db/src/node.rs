@@ -240,9 +240,10 @@ impl Node {
             None => None,
             Some(parts) => {
                 let r = Replication::from_parts(parts);
-                // A node that leads at start commits its barrier before taking clients (a
-                // Raft node is not leader yet here: its barrier follows its election).
-                let leading = r.is_leader();
+                // A node that leads at start commits its barrier before taking clients. A Raft
+                // node leaves it to the background task: leadership it restored from disk may
+                // be stale, and its barrier must follow a real election.
+                let leading = cluster.is_none() && r.is_leader();
                 if leading {
                     r.executor
                         .propose_barrier()
