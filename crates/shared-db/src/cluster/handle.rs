@@ -100,6 +100,12 @@ pub struct AddNode {
     pub mysql_addr: String,
 }
 
+/// `POST /cluster/remove-node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveNode {
+    pub id: NodeId,
+}
+
 fn role(s: ServerState) -> &'static str {
     match s {
         ServerState::Leader => "leader",
@@ -389,6 +395,49 @@ impl Cluster {
             .map_err(|_| format!("promotion not committed within {timeout:?}"))?
             .map_err(|e| e.to_string())?;
         }
+        Ok(self.members())
+    }
+
+    /// Removes a node from the membership (a voter is demoted and dropped in one change). On a
+    /// follower the request is forwarded to the leader.
+    pub async fn remove_node(
+        &self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Result<Vec<MemberInfo>, String> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or("no leader is known; retry later")?;
+            if leader.id == self.id {
+                return Err("leadership is changing; retry later".into());
+            }
+            return self
+                .client
+                .post_json(
+                    &leader.internal_addr,
+                    "/cluster/remove-node",
+                    &RemoveNode { id },
+                    timeout,
+                )
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let members = self.members();
+        let Some(m) = members.iter().find(|m| m.id == id) else {
+            return Ok(members);
+        };
+        let change = if m.voter {
+            if members.iter().filter(|m| m.voter).count() <= 1 {
+                return Err("cannot remove the last voter".into());
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        tracing::info!(node = id, "removing a node from the cluster");
+        tokio::time::timeout(timeout, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| format!("removal not committed within {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
         Ok(self.members())
     }
 
