@@ -110,6 +110,7 @@ fn settings(dir: &Path, snapshot_logs: u64) -> ClusterSettings {
         raft_dir: dir.join("raft"),
         internal_addr: "127.0.0.1:1".into(),
         mysql_addr: "127.0.0.1:3307".into(),
+        advertise_fixed: true,
         peers: Vec::new(),
         discovery: None,
         secret: None,

@@ -47,6 +47,12 @@ pub struct MemberInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterInfo {
     pub id: NodeId,
+    /// Random per process (a node recognises itself among its peers).
+    #[serde(default)]
+    pub instance: String,
+    /// The caller's IP as this node sees it.
+    #[serde(default)]
+    pub seen_ip: Option<String>,
     pub internal_addr: String,
     pub mysql_addr: String,
     pub initialized: bool,
@@ -119,7 +125,11 @@ fn role(s: ServerState) -> &'static str {
 /// One node's membership in the cluster.
 pub struct Cluster {
     pub(super) id: NodeId,
-    pub(super) me: Member,
+    /// How peers and clients reach this node (learned from peers when not configured, until
+    /// the node is part of a membership).
+    me: std::sync::RwLock<Member>,
+    /// Random per process: recognises this node in its own peer list.
+    pub(super) instance: String,
     pub(super) raft: Raft,
     pub(super) client: PeerClient,
     pub(super) verifier: Option<Arc<Verifier>>,
@@ -169,9 +179,12 @@ impl Cluster {
             internal_addr: settings.internal_addr.clone(),
             mysql_addr: settings.mysql_addr.clone(),
         };
+        let mut token = [0u8; 12];
+        let _ = getrandom::fill(&mut token);
         let cluster = Arc::new(Cluster {
             id: settings.node_id,
-            me,
+            me: std::sync::RwLock::new(me),
+            instance: hex::encode(token),
             raft,
             verifier: settings.secret.clone().map(|s| Arc::new(Verifier::new(s))),
             client,
@@ -271,13 +284,44 @@ impl Cluster {
             .collect()
     }
 
+    /// This node's advertised addresses.
+    pub fn me(&self) -> Member {
+        self.me.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adopts `host` as the advertised host (learned from a peer, see
+    /// [`ClusterSettings::advertise_fixed`]).
+    pub(super) fn learn_host(&self, host: &str) {
+        let port = |a: &str| a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+        let mut me = self.me.write().unwrap_or_else(|p| p.into_inner());
+        let (Some(api), Some(mysql)) = (port(&me.internal_addr), port(&me.mysql_addr)) else {
+            return;
+        };
+        let (Some(internal), Some(mysql)) = (
+            super::discovery::with_port(host, api),
+            super::discovery::with_port(host, mysql),
+        ) else {
+            return;
+        };
+        if me.internal_addr != internal {
+            tracing::info!(address = %internal, "advertising the address peers see this node at");
+            *me = Member {
+                internal_addr: internal,
+                mysql_addr: mysql,
+            };
+        }
+    }
+
     pub fn info(&self) -> ClusterInfo {
         let m = self.raft.metrics().borrow().clone();
         let initialized = m.membership_config.membership().nodes().next().is_some();
+        let me = self.me();
         ClusterInfo {
             id: self.id,
-            internal_addr: self.me.internal_addr.clone(),
-            mysql_addr: self.me.mysql_addr.clone(),
+            instance: self.instance.clone(),
+            seen_ip: None,
+            internal_addr: me.internal_addr,
+            mysql_addr: me.mysql_addr,
             initialized,
             role: role(m.state).into(),
             term: m.current_term,

@@ -313,8 +313,13 @@ async fn snap_finish(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     }
 }
 
-async fn info(State(c): State<Arc<Cluster>>) -> Response {
-    Json(c.info()).into_response()
+async fn info(State(c): State<Arc<Cluster>>, req: Request) -> Response {
+    let mut info = c.info();
+    info.seen_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip().to_canonical().to_string());
+    Json(info).into_response()
 }
 
 async fn status(State(c): State<Arc<Cluster>>) -> Response {
