@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cluster::auth::ClusterSecret;
 use crate::cluster::client::PeerClient;
-use crate::cluster::{AddNode, ClusterInfo, ClusterStatus, MemberInfo};
+use crate::cluster::{AddNode, ClusterInfo, ClusterStatus, MemberInfo, RemoveNode};
 
 /// Where to reach the cluster and how to authenticate.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +39,14 @@ pub enum ClusterCommand {
         /// The new node's MySQL address, `host:port`.
         #[arg(long)]
         mysql: String,
+    },
+    /// Removes a node from the membership (stop it first if it is still running).
+    RemoveNode {
+        #[command(flatten)]
+        target: Target,
+        /// The NODE_ID to remove.
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -144,16 +152,35 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("node {id} added; members:");
-            for m in members {
-                println!(
-                    "  {} {} {} ({})",
-                    m.id,
-                    if m.voter { "voter  " } else { "learner" },
-                    m.internal_addr,
-                    m.mysql_addr
-                );
-            }
+            print_members(&members);
             Ok(())
         }
+        ClusterCommand::RemoveNode { target, id } => {
+            let c = client(&target)?;
+            let members: Vec<MemberInfo> = c
+                .post_json(
+                    &target.node,
+                    "/cluster/remove-node",
+                    &RemoveNode { id },
+                    Duration::from_secs(70),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("node {id} removed; members:");
+            print_members(&members);
+            Ok(())
+        }
+    }
+}
+
+fn print_members(members: &[MemberInfo]) {
+    for m in members {
+        println!(
+            "  {} {} {} ({})",
+            m.id,
+            if m.voter { "voter  " } else { "learner" },
+            m.internal_addr,
+            m.mysql_addr
+        );
     }
 }

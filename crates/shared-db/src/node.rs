@@ -493,6 +493,7 @@ fn cluster_settings(
         None if !c.is_multi() => 1,
         None => stored_node_id(&raft_dir)?,
     };
+    let advertise_fixed = c.advertise_host.is_some() || !config.bind.is_unspecified();
     let host = c.advertise_host.clone().unwrap_or_else(|| {
         if config.bind.is_unspecified() {
             "127.0.0.1".into()
@@ -506,6 +507,7 @@ fn cluster_settings(
         raft_dir,
         internal_addr: addr(api_port),
         mysql_addr: addr(mysql_port),
+        advertise_fixed,
         peers: c.peers.clone(),
         discovery: c
             .db_appname

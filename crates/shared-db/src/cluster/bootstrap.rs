@@ -50,7 +50,8 @@ async fn peers(cluster: &Cluster) -> Result<Vec<PeerSpec>, String> {
             .map_err(|e| e.to_string())?;
         list.extend(found);
     }
-    list.retain(|p| p.addr != s.internal_addr && p.id != Some(s.node_id));
+    let me = cluster.me();
+    list.retain(|p| p.addr != me.internal_addr && p.id != Some(s.node_id));
     list.dedup_by(|a, b| a.addr == b.addr);
     Ok(list)
 }
@@ -59,7 +60,7 @@ async fn peers(cluster: &Cluster) -> Result<Vec<PeerSpec>, String> {
 async fn step(cluster: &Arc<Cluster>) -> Result<bool, String> {
     let s = cluster.settings().clone();
     if s.is_single() {
-        let members = BTreeMap::from([(s.node_id, cluster.me.clone())]);
+        let members = BTreeMap::from([(s.node_id, cluster.me())]);
         cluster.initialize(members).await?;
         tracing::info!(node = s.node_id, "initialised a cluster of one");
         return Ok(true);
@@ -89,6 +90,10 @@ async fn step(cluster: &Arc<Cluster>) -> Result<bool, String> {
                         p.id.unwrap_or_default()
                     ));
                 }
+                if info.instance == cluster.instance {
+                    // Ourselves, listed under another address (discovery).
+                    continue;
+                }
                 if info.id == s.node_id {
                     return Err(format!(
                         "peer {} has this node's id {}; NODE_ID must be unique",
@@ -100,16 +105,23 @@ async fn step(cluster: &Arc<Cluster>) -> Result<bool, String> {
             Err(e) => missing.push(format!("{}: {e}", p.addr)),
         }
     }
+    // Not configured where we are reachable: take the address our peers see us at.
+    if !s.advertise_fixed && s.discovery.is_some() {
+        if let Some(ip) = infos.iter().filter_map(|i| i.seen_ip.as_deref()).next() {
+            cluster.learn_host(ip);
+        }
+    }
     // An existing cluster that does not have us: ask to join.
     if let Some(info) = infos.iter().find(|i| i.initialized) {
         if info.members.iter().any(|m| m.id == s.node_id) {
             // Already a member: the leader will replicate to us.
             return Ok(false);
         }
+        let me = cluster.me();
         let req = AddNode {
             id: s.node_id,
-            internal_addr: s.internal_addr.clone(),
-            mysql_addr: s.mysql_addr.clone(),
+            internal_addr: me.internal_addr,
+            mysql_addr: me.mysql_addr,
         };
         tracing::info!(via = %info.internal_addr, "joining the existing cluster");
         let _: serde_json::Value = client
@@ -127,7 +139,7 @@ async fn step(cluster: &Arc<Cluster>) -> Result<bool, String> {
     }
     let lowest: NodeId = infos.iter().map(|i| i.id).min().unwrap_or(s.node_id);
     if s.node_id < lowest {
-        let mut members = BTreeMap::from([(s.node_id, cluster.me.clone())]);
+        let mut members = BTreeMap::from([(s.node_id, cluster.me())]);
         for i in &infos {
             members.insert(
                 i.id,

@@ -47,6 +47,12 @@ pub struct MemberInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterInfo {
     pub id: NodeId,
+    /// Random per process (a node recognises itself among its peers).
+    #[serde(default)]
+    pub instance: String,
+    /// The caller's IP as this node sees it.
+    #[serde(default)]
+    pub seen_ip: Option<String>,
     pub internal_addr: String,
     pub mysql_addr: String,
     pub initialized: bool,
@@ -100,6 +106,12 @@ pub struct AddNode {
     pub mysql_addr: String,
 }
 
+/// `POST /cluster/remove-node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveNode {
+    pub id: NodeId,
+}
+
 fn role(s: ServerState) -> &'static str {
     match s {
         ServerState::Leader => "leader",
@@ -113,7 +125,11 @@ fn role(s: ServerState) -> &'static str {
 /// One node's membership in the cluster.
 pub struct Cluster {
     pub(super) id: NodeId,
-    pub(super) me: Member,
+    /// How peers and clients reach this node (learned from peers when not configured, until
+    /// the node is part of a membership).
+    me: std::sync::RwLock<Member>,
+    /// Random per process: recognises this node in its own peer list.
+    pub(super) instance: String,
     pub(super) raft: Raft,
     pub(super) client: PeerClient,
     pub(super) verifier: Option<Arc<Verifier>>,
@@ -163,9 +179,12 @@ impl Cluster {
             internal_addr: settings.internal_addr.clone(),
             mysql_addr: settings.mysql_addr.clone(),
         };
+        let mut token = [0u8; 12];
+        let _ = getrandom::fill(&mut token);
         let cluster = Arc::new(Cluster {
             id: settings.node_id,
-            me,
+            me: std::sync::RwLock::new(me),
+            instance: hex::encode(token),
             raft,
             verifier: settings.secret.clone().map(|s| Arc::new(Verifier::new(s))),
             client,
@@ -265,13 +284,44 @@ impl Cluster {
             .collect()
     }
 
+    /// This node's advertised addresses.
+    pub fn me(&self) -> Member {
+        self.me.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adopts `host` as the advertised host (learned from a peer, see
+    /// [`ClusterSettings::advertise_fixed`]).
+    pub(super) fn learn_host(&self, host: &str) {
+        let port = |a: &str| a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+        let mut me = self.me.write().unwrap_or_else(|p| p.into_inner());
+        let (Some(api), Some(mysql)) = (port(&me.internal_addr), port(&me.mysql_addr)) else {
+            return;
+        };
+        let (Some(internal), Some(mysql)) = (
+            super::discovery::with_port(host, api),
+            super::discovery::with_port(host, mysql),
+        ) else {
+            return;
+        };
+        if me.internal_addr != internal {
+            tracing::info!(address = %internal, "advertising the address peers see this node at");
+            *me = Member {
+                internal_addr: internal,
+                mysql_addr: mysql,
+            };
+        }
+    }
+
     pub fn info(&self) -> ClusterInfo {
         let m = self.raft.metrics().borrow().clone();
         let initialized = m.membership_config.membership().nodes().next().is_some();
+        let me = self.me();
         ClusterInfo {
             id: self.id,
-            internal_addr: self.me.internal_addr.clone(),
-            mysql_addr: self.me.mysql_addr.clone(),
+            instance: self.instance.clone(),
+            seen_ip: None,
+            internal_addr: me.internal_addr,
+            mysql_addr: me.mysql_addr,
             initialized,
             role: role(m.state).into(),
             term: m.current_term,
@@ -389,6 +439,49 @@ impl Cluster {
             .map_err(|_| format!("promotion not committed within {timeout:?}"))?
             .map_err(|e| e.to_string())?;
         }
+        Ok(self.members())
+    }
+
+    /// Removes a node from the membership (a voter is demoted and dropped in one change). On a
+    /// follower the request is forwarded to the leader.
+    pub async fn remove_node(
+        &self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Result<Vec<MemberInfo>, String> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or("no leader is known; retry later")?;
+            if leader.id == self.id {
+                return Err("leadership is changing; retry later".into());
+            }
+            return self
+                .client
+                .post_json(
+                    &leader.internal_addr,
+                    "/cluster/remove-node",
+                    &RemoveNode { id },
+                    timeout,
+                )
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let members = self.members();
+        let Some(m) = members.iter().find(|m| m.id == id) else {
+            return Ok(members);
+        };
+        let change = if m.voter {
+            if members.iter().filter(|m| m.voter).count() <= 1 {
+                return Err("cannot remove the last voter".into());
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        tracing::info!(node = id, "removing a node from the cluster");
+        tokio::time::timeout(timeout, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| format!("removal not committed within {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
         Ok(self.members())
     }
 

@@ -27,5 +27,7 @@ pub mod sm;
 pub mod snapshot;
 pub mod types;
 
-pub use handle::{AddNode, Cluster, ClusterError, ClusterInfo, ClusterStatus, MemberInfo};
+pub use handle::{
+    AddNode, Cluster, ClusterError, ClusterInfo, ClusterStatus, MemberInfo, RemoveNode,
+};
 pub use settings::ClusterSettings;

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::auth::{Presented, Verifier, H_BODY, H_NONCE, H_SIGNATURE, H_TIMESTAMP};
 use super::contract::NodeId;
-use super::handle::{AddNode, Cluster};
+use super::handle::{AddNode, Cluster, RemoveNode};
 use super::network::{PATH_APPEND, PATH_SNAP_BEGIN, PATH_SNAP_CHUNK, PATH_SNAP_FINISH, PATH_VOTE};
 use super::snapshot::{self, BeginRequest, BeginResponse, FinishRequest};
 use super::types::{Snapshot, SnapshotDir, TypeConfig};
@@ -40,6 +40,7 @@ pub fn router(cluster: Arc<Cluster>, extra: Router) -> Router {
         .route("/cluster/info", get(info))
         .route("/cluster/status", get(status))
         .route("/cluster/add-node", post(add_node))
+        .route("/cluster/remove-node", post(remove_node))
         .with_state(Arc::clone(&cluster));
     let gate = Arc::new(Gate {
         cluster,
@@ -312,8 +313,13 @@ async fn snap_finish(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     }
 }
 
-async fn info(State(c): State<Arc<Cluster>>) -> Response {
-    Json(c.info()).into_response()
+async fn info(State(c): State<Arc<Cluster>>, req: Request) -> Response {
+    let mut info = c.info();
+    info.seen_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip().to_canonical().to_string());
+    Json(info).into_response()
 }
 
 async fn status(State(c): State<Arc<Cluster>>) -> Response {
@@ -326,6 +332,17 @@ async fn add_node(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
         Err(e) => return bad_request(e),
     };
     match c.add_node(req, Duration::from_secs(300)).await {
+        Ok(members) => Json(members).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
+async fn remove_node(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    let req: RemoveNode = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    match c.remove_node(req.id, Duration::from_secs(60)).await {
         Ok(members) => Json(members).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
     }

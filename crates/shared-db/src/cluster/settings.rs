@@ -23,6 +23,10 @@ pub struct ClusterSettings {
     pub internal_addr: String,
     /// `host:port` of this node's MySQL listener as clients reach it.
     pub mysql_addr: String,
+    /// The advertised host was configured (or is the bind address). When it was not, a node
+    /// that discovers its peers through the Flux API takes the address its peers see it
+    /// connect from.
+    pub advertise_fixed: bool,
     pub peers: Vec<PeerSpec>,
     pub discovery: Option<Discovery>,
     pub secret: Option<ClusterSecret>,
