@@ -1,6 +1,6 @@
 //! Clusters of real `shared-db serve` processes, each with its own managed MariaDB, started by
-//! `shared-db dev-cluster`: election, ordered replication (observed in every engine through the
-//! TEMPORARY placeholder state machine), wrong-secret refusal, leader SIGKILL and failover time,
+//! `shared-db dev-cluster`: election, ordered replication of client writes (observed in every
+//! engine directly), wrong-secret refusal, leader SIGKILL and failover time,
 //! a killed node restarted from `nodes.json` catching up from the log and, after compaction,
 //! from a snapshot, a fourth node added as learner then voter, AUTH_MASTER_ONLY and the
 //! leader-only `GET /` probe.
@@ -151,19 +151,34 @@ fn kill(pid: u32) {
     }
 }
 
-async fn propose(c: &DevCluster, id: u64, payload: &str) -> Result<Value, PeerError> {
-    let addr = format!("127.0.0.1:{}", c.node(id).api_port);
-    let body = c
-        .client
-        .call(
-            &addr,
-            Method::POST,
-            "/cluster/propose",
-            payload.as_bytes().to_vec(),
-            Duration::from_secs(15),
+/// Creates the table [`propose`] writes to, through node `id`.
+async fn create_table(c: &DevCluster, id: u64) {
+    let mut conn = login(c.node(id).mysql_port, &c.password()).await.unwrap();
+    conn.query_drop("CREATE DATABASE flux_test").await.unwrap();
+    conn.query_drop(
+        "CREATE TABLE flux_test.entries \
+         (seq INT AUTO_INCREMENT PRIMARY KEY, payload VARCHAR(64) NOT NULL)",
+    )
+    .await
+    .unwrap();
+    conn.disconnect().await.unwrap();
+}
+
+/// Writes `payload` as one row through node `id`'s MySQL port (a real client; the write is
+/// ordered through the Raft log and applied on every engine).
+async fn propose(c: &DevCluster, id: u64, payload: &str) -> Result<(), mysql_async::Error> {
+    let mut conn = login(c.node(id).mysql_port, &c.password()).await?;
+    conn.exec_drop("INSERT INTO flux_test.entries (payload) VALUES (?)", (payload,))
+        .await?;
+    // Read-your-writes on the node it was written through.
+    let seen: Option<String> = conn
+        .exec_first(
+            "SELECT payload FROM flux_test.entries WHERE payload = ?",
+            (payload,),
         )
         .await?;
-    Ok(serde_json::from_slice(&body).unwrap())
+    assert_eq!(seen.as_deref(), Some(payload));
+    conn.disconnect().await
 }
 
 /// The engine's own socket and operator password (read directly, bypassing the operator).
@@ -182,7 +197,7 @@ fn engine_opts(c: &DevCluster, id: u64) -> Option<OptsBuilder> {
     )
 }
 
-/// Payloads recorded by the placeholder state machine in node `id`'s engine, in log order.
+/// Payloads in node `id`'s engine (read directly, bypassing the operator), in commit order.
 async fn recorded(c: &DevCluster, id: u64) -> Vec<String> {
     let Some(opts) = engine_opts(c, id) else {
         return Vec::new();
@@ -192,7 +207,7 @@ async fn recorded(c: &DevCluster, id: u64) -> Vec<String> {
         Err(_) => return Vec::new(),
     };
     let rows: Vec<Vec<u8>> = conn
-        .query("SELECT payload FROM flux_cluster_placeholder.entries ORDER BY idx")
+        .query("SELECT payload FROM flux_test.entries ORDER BY seq")
         .await
         .unwrap_or_default();
     let _ = conn.disconnect().await;
@@ -285,7 +300,7 @@ async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
         .call(
             &addr,
             Method::POST,
-            "/cluster/propose",
+            "/replication/exec",
             payload,
             Duration::from_secs(5),
         )
@@ -302,21 +317,12 @@ async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
     });
 
     // Ordered replication to every engine.
+    create_table(&c, leader).await;
     let mut expected: Vec<String> = Vec::new();
     for i in 0..10 {
         let p = format!("entry-{i:03}");
-        let r = propose(&c, leader, &p).await.unwrap();
-        assert!(r["index"].as_u64().unwrap() > 0);
+        propose(&c, leader, &p).await.unwrap();
         expected.push(p);
-    }
-    // A follower refuses proposals and names the leader.
-    match propose(&c, followers[0], "refused").await {
-        Err(PeerError::Status { status, body, .. }) => {
-            assert_eq!(status, 503);
-            let leader_mysql = format!("127.0.0.1:{}", c.node(leader).mysql_port);
-            assert!(body.contains(&leader_mysql), "{body}");
-        }
-        other => panic!("a follower accepted a proposal: {other:?}"),
     }
     for id in all {
         wait_recorded(&c, id, &expected).await;
@@ -392,7 +398,7 @@ async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
         expected.push(p);
     }
     println!(
-        "60 sequential proposals (2 of 3 nodes up) in {:?}: {:?} each, through HTTP and the placeholder's engine transaction",
+        "60 sequential client writes (2 of 3 nodes up) in {:?}: {:?} each, including a login",
         t.elapsed(),
         t.elapsed() / 60
     );
@@ -538,16 +544,18 @@ async fn dev_cluster_of_one_works_and_stops_its_nodes() {
     let c = DevCluster::start(1, &[]);
     let n = c.node(1).clone();
     poll("a leader", WAIT, || agreed_leader(&c, &[1]));
-    let r = propose(&c, 1, "solo").await.unwrap();
-    assert!(r["index"].as_u64().unwrap() >= 1);
-    // Through a real client on the node's MySQL port.
+    create_table(&c, 1).await;
+    propose(&c, 1, "solo").await.unwrap();
+    // The write went through the log: the applied index is recorded in the engine.
     let mut conn = login(n.mysql_port, &c.password()).await.unwrap();
-    let rows: Vec<Vec<u8>> = conn
-        .query("SELECT payload FROM flux_cluster_placeholder.entries")
+    let rows: Vec<String> = conn
+        .query("SELECT payload FROM flux_test.entries")
         .await
         .unwrap();
-    assert_eq!(rows, vec![b"solo".to_vec()]);
+    assert_eq!(rows, vec!["solo".to_string()]);
     drop(conn);
+    let s = status(n.ui_port).unwrap();
+    assert!(s["cluster"]["applied_index"].as_u64().unwrap() >= 2, "{s}");
     assert!(raw_get_root(n.ui_port).unwrap().contains(" 200 "));
     snapshot_transfer_resumes_and_refuses_corrupt_data(&c).await;
     // SIGTERM to dev-cluster stops its node (and the node its engine) before it exits.

@@ -9,7 +9,6 @@
 //!   authentication.
 //! - [`snapshot`]: snapshot files and their chunked, checksummed, resumable transfer.
 //! - [`bootstrap`], [`discovery`], [`settings`]: forming and joining a cluster.
-//! - [`placeholder`]: a TEMPORARY state machine used until the engine side lands.
 
 pub mod auth;
 pub mod bootstrap;
@@ -20,7 +19,6 @@ pub mod handle;
 pub mod http_get;
 pub mod log_store;
 pub mod network;
-pub mod placeholder;
 pub mod server;
 pub mod settings;
 pub mod sm;
