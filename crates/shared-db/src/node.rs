@@ -213,7 +213,9 @@ impl Node {
             r
         });
         let frontend = Arc::new(Frontend {
-            replication,
+            replication: replication
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
             policy,
             pool,
             whitelist: Whitelist::parse(&config.whitelist).unwrap_or_default(),

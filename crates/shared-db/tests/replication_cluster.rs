@@ -247,7 +247,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     for (i, db) in dbs.iter().enumerate() {
         nodes.push(start_node(db, &cluster, i as u64 + 1, dir.path()).await);
     }
-    let repl = |n: &Node| n.state.frontend.replication.clone().unwrap();
+    let repl = |n: &Node| n.state.frontend.replication.get().cloned().unwrap();
     let pw = dbs[0].password().to_string();
 
     // DDL from a follower: forwarded, proposed, run by every node.

@@ -19,7 +19,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
 async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
     let f = &node.frontend;
     let c = &f.counters;
-    let replication = f.replication.as_ref().map(|r| {
+    let replication = f.replication.get().map(|r| {
         let mut v = r.status_json();
         if let Some(o) = v.as_object_mut() {
             o.insert("engine_state".into(), json!(node.engine_state()));
@@ -28,7 +28,7 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
     });
     let role = f
         .replication
-        .as_ref()
+        .get()
         .map(|r| if r.is_leader() { "leader" } else { "follower" })
         .unwrap_or("leader");
     Json(json!({

@@ -113,7 +113,7 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         return;
     }
     frontend.registry.insert(id, lease.backend.thread_id);
-    let repl = frontend.replication.as_ref().map(|r| {
+    let repl = frontend.replication.get().map(|r| {
         let mut st = ClientState::new(r.origin(id), format!("{}@{ip}", logged_in.user));
         if let Some(db) = logged_in.db.as_deref().filter(|d| !d.is_empty()) {
             st.remember(&format!(
@@ -245,7 +245,7 @@ impl Session {
             if let Some(err) = self
                 .frontend
                 .replication
-                .as_ref()
+                .get()
                 .and_then(|r| r.diverged_error())
             {
                 self.reply_error(&err).await;
@@ -405,7 +405,8 @@ impl Session {
 
     /// Ends the session's shadow session on the leader, if it has one.
     async fn end_replicated(&mut self) {
-        let (Some(r), Some(st)) = (self.frontend.replication.clone(), self.repl.as_ref()) else {
+        let (Some(r), Some(st)) = (self.frontend.replication.get().cloned(), self.repl.as_ref())
+        else {
             return;
         };
         if st.uses_leader {
@@ -415,7 +416,7 @@ impl Session {
 
     /// A text statement in a replicated cluster: local, on the leader, answered or refused.
     async fn replicated_query(&mut self, sql: &[u8], raw: &[u8], class: &Classification) -> Next {
-        let Some(r) = self.frontend.replication.clone() else {
+        let Some(r) = self.frontend.replication.get().cloned() else {
             return self.forward(raw, Some(Expect::Results)).await;
         };
         let Ok(text) = std::str::from_utf8(sql) else {
@@ -482,7 +483,7 @@ impl Session {
     /// A statement translated from a prepared statement: only leader routes apply (it has no
     /// raw packet to relay locally).
     async fn replicated_text(&mut self, text: &str, class: &Classification) -> Next {
-        let Some(r) = self.frontend.replication.clone() else {
+        let Some(r) = self.frontend.replication.get().cloned() else {
             return Next::Close;
         };
         let Some(st) = self.repl.as_mut() else {
