@@ -420,7 +420,10 @@ impl Executor {
             client_caps: req.caps,
             statements: txn.statements,
         }));
-        drop(txn._gate);
+        // The gate stays held until the entry is applied: a DDL proposed meanwhile could land
+        // before this entry in the log and then wait forever on this prepared transaction's
+        // metadata lock.
+        let _gate = txn._gate;
         match self.log.propose(entry.encode(), self.propose_timeout).await {
             Ok((pos, reply)) => {
                 if let Some(ApplyReply::Diverged { reason }) = ApplyReply::decode(&reply) {
