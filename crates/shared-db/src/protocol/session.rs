@@ -556,6 +556,24 @@ impl Session {
                 return self.write_packets(&resp.packets).await;
             }
             if i + 1 == n {
+                // The shadow session runs with autocommit on, inside XA: report the client's
+                // own autocommit and transaction state.
+                let (autocommit, in_txn) = (st.autocommit, st.in_txn);
+                let mut packets = resp.packets;
+                if let Some(last) = packets.last_mut() {
+                    crate::replication::response::patch_status(last, |f| {
+                        let mut f = f
+                            - StatusFlags::SERVER_STATUS_AUTOCOMMIT
+                            - StatusFlags::SERVER_STATUS_IN_TRANS;
+                        if autocommit {
+                            f |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+                        }
+                        if in_txn {
+                            f |= StatusFlags::SERVER_STATUS_IN_TRANS;
+                        }
+                        f
+                    });
+                }
                 if session_cmd && !failed {
                     st.remember(text);
                     // Keep the local session in step for reads after the transaction.
@@ -563,7 +581,7 @@ impl Session {
                         let _ = lease.backend.query_drop(text).await;
                     }
                 }
-                return self.write_packets(&resp.packets).await;
+                return self.write_packets(&packets).await;
             }
         }
         Next::Continue
