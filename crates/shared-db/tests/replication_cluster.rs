@@ -213,6 +213,18 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
         .await
         .unwrap();
     assert_eq!(u.as_deref(), Some("it's \\ prepared"));
+    // Savepoints inside a transaction replicate as statements.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO app.t (node, v) VALUES ({id}, 100)"))
+        .await
+        .unwrap();
+    c.query_drop("SAVEPOINT s1").await.unwrap();
+    c.query_drop(format!("INSERT INTO app.t (node, v) VALUES ({id}, 101)"))
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK TO SAVEPOINT s1").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    mine += 1;
     // CONNECTION_ID() is the leader session's on every node.
     c.query_drop(format!(
         "INSERT INTO app.t (node, v, u) VALUES ({id}, CONNECTION_ID(), 'cid')"
