@@ -723,9 +723,12 @@ async fn capture(
             None | Some((_, _, None)) => UserValue::Null,
             Some((ty, _, Some(v))) => {
                 let s = String::from_utf8_lossy(v).into_owned();
+                let numeric = !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
                 match ty {
-                    1 | 2 | 3 | 8 | 9 | 13 | 246 | 0 => UserValue::Number(s),
-                    4 | 5 => UserValue::Real(s),
+                    1 | 2 | 3 | 8 | 9 | 13 | 246 | 0 if numeric => UserValue::Number(s),
+                    4 | 5 if numeric => UserValue::Real(s),
                     _ => UserValue::Str {
                         hex: v.iter().map(|b| format!("{b:02X}")).collect(),
                         charset: text(at + 1).unwrap_or_else(|| "binary".into()),
