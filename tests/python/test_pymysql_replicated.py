@@ -26,6 +26,7 @@ def test_autocommit_off_sessions_commit_and_roll_back(replicated):
         cur.execute("CREATE TABLE r (id INT AUTO_INCREMENT PRIMARY KEY, u CHAR(36), v INT)")
         assert cur.execute("INSERT INTO r (u, v) VALUES (UUID(), 1), (UUID(), 2)") == 2
         assert cur.lastrowid == 1
+        assert conn.get_autocommit() is False  # the status flags follow the client's session
         conn.rollback()
         cur.execute("INSERT INTO r (u, v) VALUES (UUID(), 3)")
         cur.execute("SELECT COUNT(*) FROM r")  # inside the transaction, on the leader

@@ -255,7 +255,9 @@ impl Node {
             }
         };
         let frontend = Arc::new(Frontend {
-            replication,
+            replication: replication
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
             policy,
             login_gate: Default::default(),
             pool,

@@ -213,6 +213,18 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
         .await
         .unwrap();
     assert_eq!(u.as_deref(), Some("it's \\ prepared"));
+    // Savepoints inside a transaction replicate as statements.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO app.t (node, v) VALUES ({id}, 100)"))
+        .await
+        .unwrap();
+    c.query_drop("SAVEPOINT s1").await.unwrap();
+    c.query_drop(format!("INSERT INTO app.t (node, v) VALUES ({id}, 101)"))
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK TO SAVEPOINT s1").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    mine += 1;
     // CONNECTION_ID() is the leader session's on every node.
     c.query_drop(format!(
         "INSERT INTO app.t (node, v, u) VALUES ({id}, CONNECTION_ID(), 'cid')"
@@ -247,7 +259,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     for (i, db) in dbs.iter().enumerate() {
         nodes.push(start_node(db, &cluster, i as u64 + 1, dir.path()).await);
     }
-    let repl = |n: &Node| n.state.frontend.replication.clone().unwrap();
+    let repl = |n: &Node| n.state.frontend.replication.get().cloned().unwrap();
     let pw = dbs[0].password().to_string();
 
     // DDL from a follower: forwarded, proposed, run by every node.

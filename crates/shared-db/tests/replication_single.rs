@@ -33,6 +33,9 @@ async fn single_node_log_applies_writes_and_reports_status() {
         .unwrap();
     c.query_drop("COMMIT").await.unwrap();
     c.query_drop("SET autocommit = 1").await.unwrap();
+    c.query_drop("CREATE TABLE test_db.t2 (a INT)")
+        .await
+        .unwrap();
     let rows: Vec<(u32, String)> = c
         .query("SELECT id, u FROM test_db.t ORDER BY id")
         .await
@@ -56,10 +59,11 @@ async fn single_node_log_applies_writes_and_reports_status() {
         .query_first("SELECT log_index FROM flux_meta.position")
         .await
         .unwrap();
-    // Barrier, CREATE TABLE and its outcome report, two transactions.
-    assert_eq!(idx, Some(5));
+    // Barrier, CREATE TABLE and its outcome report, two transactions, CREATE TABLE and its
+    // outcome report.
+    assert_eq!(idx, Some(7));
     let status = op.status();
-    assert_eq!(status["replication"]["applied_index"], 5, "{status}");
+    assert_eq!(status["replication"]["applied_index"], 7, "{status}");
     assert_eq!(status["replication"]["diverged"], false);
     assert_eq!(status["replication"]["engine_state"], "running");
     assert_eq!(status["node"]["role"], "leader");

@@ -29,7 +29,7 @@ async fn root(
     if headers.contains_key(axum::http::header::HOST) {
         return (StatusCode::OK, "shared-db\n");
     }
-    let leading = match (&node.cluster, &node.frontend.replication) {
+    let leading = match (&node.cluster, node.frontend.replication.get()) {
         (Some(c), _) => c.is_leader(),
         (None, Some(r)) => r.is_leader(),
         // Not replicated: the node is its own leader.
@@ -49,7 +49,7 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
         Some(c) => Some(c.status().await),
         None => None,
     };
-    let replication = f.replication.as_ref().map(|r| {
+    let replication = f.replication.get().map(|r| {
         let mut v = r.status_json();
         if let Some(o) = v.as_object_mut() {
             o.insert("engine_state".into(), json!(node.engine_state()));
@@ -57,9 +57,9 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
         v
     });
     // Diverged: the engine side detected it (persisted in the engine) or consensus was told.
-    let diverged = f.replication.as_ref().is_some_and(|r| r.diverged_error().is_some())
+    let diverged = f.replication.get().is_some_and(|r| r.diverged_error().is_some())
         || cluster.as_ref().is_some_and(|c| c.diverged);
-    let role = match (&cluster, &f.replication) {
+    let role = match (&cluster, f.replication.get()) {
         (Some(c), _) => c.role.clone(),
         (None, Some(r)) if r.is_leader() => "leader".to_string(),
         (None, Some(_)) => "follower".to_string(),

@@ -141,8 +141,9 @@ pub struct Frontend {
     pub counters: Counters,
     /// Sessions being set up or running (bounded by `limits.max_connections`).
     pub connections: AtomicU64,
-    /// Set when the node is part of a replicated cluster (or runs `REPLICATION=single`).
-    pub replication: Option<Arc<crate::replication::Replication>>,
+    /// Set (once, at start) when the node is part of a replicated cluster (or runs
+    /// `REPLICATION=single`); unset, every statement runs on the local engine.
+    pub replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
 }
 
 impl Frontend {

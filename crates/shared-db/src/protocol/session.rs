@@ -121,7 +121,7 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         return;
     }
     frontend.registry.insert(id, lease.backend.thread_id);
-    let repl = frontend.replication.as_ref().map(|r| {
+    let repl = frontend.replication.get().map(|r| {
         let mut st = ClientState::new(r.origin(id), format!("{}@{ip}", logged_in.user));
         if let Some(db) = logged_in.db.as_deref().filter(|d| !d.is_empty()) {
             st.remember(&format!(
@@ -253,7 +253,7 @@ impl Session {
             if let Some(err) = self
                 .frontend
                 .replication
-                .as_ref()
+                .get()
                 .and_then(|r| r.diverged_error())
             {
                 self.reply_error(&err).await;
@@ -413,7 +413,8 @@ impl Session {
 
     /// Ends the session's shadow session on the leader, if it has one.
     async fn end_replicated(&mut self) {
-        let (Some(r), Some(st)) = (self.frontend.replication.clone(), self.repl.as_ref()) else {
+        let (Some(r), Some(st)) = (self.frontend.replication.get().cloned(), self.repl.as_ref())
+        else {
             return;
         };
         if st.uses_leader {
@@ -423,7 +424,7 @@ impl Session {
 
     /// A text statement in a replicated cluster: local, on the leader, answered or refused.
     async fn replicated_query(&mut self, sql: &[u8], raw: &[u8], class: &Classification) -> Next {
-        let Some(r) = self.frontend.replication.clone() else {
+        let Some(r) = self.frontend.replication.get().cloned() else {
             return self.forward(raw, Some(Expect::Results)).await;
         };
         let Ok(text) = std::str::from_utf8(sql) else {
@@ -490,7 +491,7 @@ impl Session {
     /// A statement translated from a prepared statement: only leader routes apply (it has no
     /// raw packet to relay locally).
     async fn replicated_text(&mut self, text: &str, class: &Classification) -> Next {
-        let Some(r) = self.frontend.replication.clone() else {
+        let Some(r) = self.frontend.replication.get().cloned() else {
             return Next::Close;
         };
         let Some(st) = self.repl.as_mut() else {
@@ -563,6 +564,24 @@ impl Session {
                 return self.write_packets(&resp.packets).await;
             }
             if i + 1 == n {
+                // The shadow session runs with autocommit on, inside XA: report the client's
+                // own autocommit and transaction state.
+                let (autocommit, in_txn) = (st.autocommit, st.in_txn);
+                let mut packets = resp.packets;
+                if let Some(last) = packets.last_mut() {
+                    crate::replication::response::patch_status(last, |f| {
+                        let mut f = f
+                            - StatusFlags::SERVER_STATUS_AUTOCOMMIT
+                            - StatusFlags::SERVER_STATUS_IN_TRANS;
+                        if autocommit {
+                            f |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+                        }
+                        if in_txn {
+                            f |= StatusFlags::SERVER_STATUS_IN_TRANS;
+                        }
+                        f
+                    });
+                }
                 if session_cmd && !failed {
                     st.remember(text);
                     // Keep the local session in step for reads after the transaction.
@@ -570,7 +589,7 @@ impl Session {
                         let _ = lease.backend.query_drop(text).await;
                     }
                 }
-                return self.write_packets(&resp.packets).await;
+                return self.write_packets(&packets).await;
             }
         }
         Next::Continue

@@ -32,6 +32,9 @@ use crate::protocol::backend::{Backend, BackendError, EngineTarget};
 /// statement's own).
 const APPLIER_COLLATION: u8 = 45;
 
+/// Most leader transactions whose position write is deferred.
+const MAX_PENDING: usize = 64;
+
 /// How long the applier waits out an engine that is unreachable before giving up on an entry.
 const ENGINE_WAIT: Duration = Duration::from_secs(60);
 
@@ -102,6 +105,10 @@ struct Inner {
     ddl_outcomes: HashMap<u64, Option<Outcome>>,
     /// The DDL entry that was running when the process last stopped, if any.
     ddl_inflight: Option<u64>,
+    /// The leader's own committed XA transactions whose position is not written yet (their
+    /// `xa_done` markers make a re-delivery after a crash a no-op), and that position.
+    pending: Vec<String>,
+    pending_pos: Option<LogPosition>,
 }
 
 /// A node's engine as a replicated state machine.
@@ -155,6 +162,8 @@ impl ReplicaEngine {
                 last,
                 ddl_outcomes: HashMap::new(),
                 ddl_inflight,
+                pending: Vec::new(),
+                pending_pos: None,
             }),
             applied,
             diverged_flag: AtomicBool::new(diverged.is_some()),
@@ -289,6 +298,12 @@ impl ReplicaEngine {
     }
 
     async fn step(&self, inner: &mut Inner, pos: LogPosition, body: &EntryBody) -> Step {
+        let own_prepared = matches!(body, EntryBody::Txn(t) if self.xa.is_prepared(&t.xid));
+        if !own_prepared || inner.pending.len() >= MAX_PENDING {
+            if let Err(e) = self.flush_pending(inner).await {
+                return Step::Retry(e);
+            }
+        }
         let r = match body {
             EntryBody::Barrier { leader, .. } => self.barrier(inner, pos, *leader).await,
             EntryBody::SessionEnd { origin } => {
@@ -441,7 +456,10 @@ impl ReplicaEngine {
             };
             match committed {
                 Ok(()) => {
-                    self.record_after_xa(inner, pos, &t.xid).await?;
+                    // The position is written with the next entry of another kind (one engine
+                    // commit less per write); the marker covers a crash until then.
+                    inner.pending.push(t.xid.clone());
+                    inner.pending_pos = Some(pos);
                     return Ok(ApplyReply::Applied { outcome: None });
                 }
                 Err(e) => {
@@ -483,6 +501,27 @@ impl ReplicaEngine {
         conn.query_drop(&format!("{}; COMMIT", meta::position_sql(pos)))
             .await?;
         Ok(ApplyReply::Applied { outcome: None })
+    }
+
+    /// Writes the deferred position of the leader's own committed transactions.
+    async fn flush_pending(&self, inner: &mut Inner) -> Result<(), BackendError> {
+        let Some(pos) = inner.pending_pos else {
+            return Ok(());
+        };
+        // One point delete per marker: a scan would wait on the markers of transactions that
+        // are prepared and whose entries come later.
+        let mut sql = format!("BEGIN; {}", meta::position_sql(pos));
+        for xid in &inner.pending {
+            sql.push_str(&format!(
+                "; DELETE FROM flux_meta.xa_done WHERE xid = {}",
+                super::context::quote(xid)
+            ));
+        }
+        sql.push_str("; COMMIT");
+        self.meta_conn(inner).await?.query_drop(&sql).await?;
+        inner.pending.clear();
+        inner.pending_pos = None;
+        Ok(())
     }
 
     async fn record_after_xa(
@@ -577,6 +616,8 @@ impl StateMachine for ReplicaEngine {
             self.reset_sessions().await;
             super::snapshot::install(&self.target, dir).await?;
             let mut inner = self.inner.lock().await;
+            inner.pending.clear();
+            inner.pending_pos = None;
             let m = self
                 .meta_conn(&mut inner)
                 .await

@@ -420,7 +420,10 @@ impl Executor {
             client_caps: req.caps,
             statements: txn.statements,
         }));
-        drop(txn._gate);
+        // The gate stays held until the entry is applied: a DDL proposed meanwhile could land
+        // before this entry in the log and then wait forever on this prepared transaction's
+        // metadata lock.
+        let _gate = txn._gate;
         match self.log.propose(entry.encode(), self.propose_timeout).await {
             Ok((pos, reply)) => {
                 if let Some(ApplyReply::Diverged { reason }) = ApplyReply::decode(&reply) {
@@ -720,9 +723,12 @@ async fn capture(
             None | Some((_, _, None)) => UserValue::Null,
             Some((ty, _, Some(v))) => {
                 let s = String::from_utf8_lossy(v).into_owned();
+                let numeric = !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
                 match ty {
-                    1 | 2 | 3 | 8 | 9 | 13 | 246 | 0 => UserValue::Number(s),
-                    4 | 5 => UserValue::Real(s),
+                    1 | 2 | 3 | 8 | 9 | 13 | 246 | 0 if numeric => UserValue::Number(s),
+                    4 | 5 if numeric => UserValue::Real(s),
                     _ => UserValue::Str {
                         hex: v.iter().map(|b| format!("{b:02X}")).collect(),
                         charset: text(at + 1).unwrap_or_else(|| "binary".into()),

@@ -206,3 +206,53 @@ async fn http_post(addr: &str, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8
         .to_bytes();
     Ok((status, bytes.to_vec()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::executor::ExecOp;
+
+    #[tokio::test]
+    async fn routes_answer_before_the_executor_exists_and_refuse_garbage() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let slot = ExecutorSlot::new();
+        let app = router_deferred(slot.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let peer = PeerInfo {
+            id: 1,
+            internal_addr: addr.to_string(),
+            mysql_addr: "127.0.0.1:3307".into(),
+        };
+        let req = ExecRequest {
+            origin: Origin {
+                node: 2,
+                session: 9,
+            },
+            user: "u@h".into(),
+            caps: 0,
+            collation: 45,
+            history: Vec::new(),
+            in_txn: false,
+            op: ExecOp::Begin,
+        };
+        let ch = HttpLeaderChannel;
+        let t = Duration::from_secs(5);
+        match forward_exec(&ch, &peer, &req, t).await {
+            Err(ForwardError::Status { status: 503, .. }) => {}
+            other => panic!("expected 503, got {other:?}"),
+        }
+        let (status, _) = ch.post(&peer, EXEC_PATH, b"{".to_vec(), t).await.unwrap();
+        // Still starting: the slot is checked first.
+        assert_eq!(status, 503);
+        let unreachable = PeerInfo {
+            internal_addr: "127.0.0.1:1".into(),
+            ..peer.clone()
+        };
+        assert!(matches!(
+            forward_exec(&ch, &unreachable, &req, t).await,
+            Err(ForwardError::Transport(_))
+        ));
+        server.abort();
+    }
+}

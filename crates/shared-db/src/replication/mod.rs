@@ -89,7 +89,7 @@ impl ReplicationProvider for SingleNodeProvider {
             let engine = ReplicaEngine::open(env.engine.clone(), self.node_id)
                 .await
                 .map_err(|e| ReplicationError(e.to_string()))?;
-            let cluster = testing::InProcessCluster::new();
+            let cluster = testing::InProcessCluster::without_history();
             cluster
                 .join(
                     PeerInfo {

@@ -25,16 +25,29 @@ pub struct InProcessCluster {
     leader: AtomicU64,
     term: AtomicU64,
     first_index: AtomicU64,
+    /// Keep every entry (for [`InProcessCluster::resume`]); a node alone keeps only the last.
+    keep_history: bool,
 }
 
 impl InProcessCluster {
+    /// A cluster that keeps its whole log in memory (tests).
     pub fn new() -> Arc<Self> {
+        Self::build(true)
+    }
+
+    /// A log that keeps only its last entry (a node running alone).
+    pub fn without_history() -> Arc<Self> {
+        Self::build(false)
+    }
+
+    fn build(keep_history: bool) -> Arc<Self> {
         Arc::new(InProcessCluster {
             log: tokio::sync::Mutex::new(Vec::new()),
             members: Mutex::new(Vec::new()),
             leader: AtomicU64::new(0),
             term: AtomicU64::new(1),
             first_index: AtomicU64::new(0),
+            keep_history,
         })
     }
 
@@ -147,6 +160,9 @@ impl ReplicatedLog for MemberLog {
                 term: c.term.load(Ordering::Acquire),
                 index,
             };
+            if !c.keep_history {
+                log.clear();
+            }
             log.push((pos, payload.clone()));
             let members: Vec<(NodeId, Arc<dyn StateMachine>)> = match c.members.lock() {
                 Ok(m) => m
