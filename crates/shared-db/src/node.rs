@@ -211,9 +211,11 @@ impl Node {
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let parts = match (provider, config.replication) {
             (Some(p), _) => Some(p.start(env).await?),
-            (None, ReplicationMode::Single) => {
-                Some(Box::new(SingleNodeProvider { node_id: 1 }).start(env).await?)
-            }
+            (None, ReplicationMode::Single) => Some(
+                Box::new(SingleNodeProvider { node_id: 1 })
+                    .start(env)
+                    .await?,
+            ),
             (None, ReplicationMode::Raft) => {
                 let settings = cluster_settings(
                     &config,

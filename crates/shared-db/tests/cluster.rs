@@ -168,8 +168,11 @@ async fn create_table(c: &DevCluster, id: u64) {
 /// ordered through the Raft log and applied on every engine).
 async fn propose(c: &DevCluster, id: u64, payload: &str) -> Result<(), mysql_async::Error> {
     let mut conn = login(c.node(id).mysql_port, &c.password()).await?;
-    conn.exec_drop("INSERT INTO flux_test.entries (payload) VALUES (?)", (payload,))
-        .await?;
+    conn.exec_drop(
+        "INSERT INTO flux_test.entries (payload) VALUES (?)",
+        (payload,),
+    )
+    .await?;
     // Read-your-writes on the node it was written through.
     let seen: Option<String> = conn
         .exec_first(

@@ -314,3 +314,20 @@ async fn kill_query_and_kill_connection_by_operator_or_engine_id() {
     let (code, _, _) = server_error(killer.query_drop("KILL 4000000").await.unwrap_err());
     assert_eq!(code, 1094);
 }
+
+#[tokio::test]
+async fn a_driver_that_prefers_a_local_socket_stays_on_the_operator() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[]);
+    // mysql_async's default: ask for `@@socket` and reconnect there when it is local.
+    let url = format!("mysql://root:{}@127.0.0.1:{}", db.password(), op.port());
+    let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    let socket: Option<Option<String>> = c.query_first("SELECT @@socket").await.unwrap();
+    assert_eq!(socket, Some(None));
+    // The connection still talks to the operator: it counts this session's commands.
+    let before = op.status()["commands"].as_u64().unwrap();
+    let _: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    let after = op.status()["commands"].as_u64().unwrap();
+    assert!(after > before, "the session bypassed the operator");
+    c.disconnect().await.unwrap();
+}

@@ -13,7 +13,7 @@ use testkit::MariaDb;
 async fn single_node_log_applies_writes_and_reports_status() {
     let db = MariaDb::start().unwrap();
     let op = Operator::external(&db, &[("REPLICATION", "single")]);
-    let url = format!("{}/?prefer_socket=false", op.url(db.password()));
+    let url = op.url(db.password());
     let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
     c.query_drop("CREATE TABLE test_db.t (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) DEFAULT NOW(6), u CHAR(36))")
         .await

@@ -57,7 +57,10 @@ async fn status(State(node): State<Arc<NodeState>>) -> Json<Value> {
         v
     });
     // Diverged: the engine side detected it (persisted in the engine) or consensus was told.
-    let diverged = f.replication.get().is_some_and(|r| r.diverged_error().is_some())
+    let diverged = f
+        .replication
+        .get()
+        .is_some_and(|r| r.diverged_error().is_some())
         || cluster.as_ref().is_some_and(|c| c.diverged);
     let role = match (&cluster, f.replication.get()) {
         (Some(c), _) => c.role.clone(),

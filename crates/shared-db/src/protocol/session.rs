@@ -241,6 +241,21 @@ impl Session {
                     .await;
                 return;
             };
+            if let Some(sql) = (command == cmd::QUERY)
+                .then(|| without_socket(&payload[1..]))
+                .flatten()
+            {
+                // Drivers that prefer a local socket (mysql_async) ask for `@@socket` and would
+                // reconnect to the engine's own socket, bypassing this operator: answer NULL.
+                payload.truncate(1);
+                payload.extend_from_slice(sql.as_bytes());
+                let len = (payload.len() as u32).to_le_bytes();
+                let seq = raw.get(3).copied().unwrap_or(0);
+                raw.clear();
+                raw.extend_from_slice(&len[..3]);
+                raw.push(seq);
+                raw.extend_from_slice(&payload);
+            }
             let next = self.dispatch(command, &payload, &raw).await;
             if matches!(next, Next::Close) {
                 return;
@@ -853,6 +868,41 @@ fn parse_kill(sql: &[u8]) -> Option<Kill> {
     words.next().is_none().then_some(Kill { id, query_only })
 }
 
+/// For a query that only selects system variables and includes `@@socket`
+/// (`SELECT @@socket`, mysql_async's `SELECT @@max_allowed_packet, @@socket, …`), the same
+/// query with `@@socket` answered as NULL; `None` for anything else.
+fn without_socket(sql: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(sql).ok()?;
+    let text = text.trim().trim_end_matches(';').trim_end();
+    let (select, rest) = text.split_at_checked(6)?;
+    if !select.eq_ignore_ascii_case("select") || !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let items: Vec<&str> = rest.split(',').map(str::trim).collect();
+    let is_var = |i: &str| {
+        i.len() > 2
+            && i.starts_with("@@")
+            && i[2..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    };
+    if !items.iter().all(|i| is_var(i)) || !items.iter().any(|i| i.eq_ignore_ascii_case("@@socket"))
+    {
+        return None;
+    }
+    let items: Vec<String> = items
+        .iter()
+        .map(|i| {
+            if i.eq_ignore_ascii_case("@@socket") {
+                format!("NULL AS `{i}`")
+            } else {
+                i.to_string()
+            }
+        })
+        .collect();
+    Some(format!("SELECT {}", items.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -910,5 +960,21 @@ mod tests {
         assert_eq!(c.plugin.as_deref(), Some(&b"mysql_native_password"[..]));
         assert!(ChangeUser::parse(b"no-nul", true).is_none());
         assert!(ChangeUser::parse(b"u\0\x14abc", true).is_none());
+    }
+
+    #[test]
+    fn socket_variable_queries_answer_null() {
+        use super::without_socket as w;
+        assert_eq!(
+            w(b"SELECT @@socket").as_deref(),
+            Some("SELECT NULL AS `@@socket`")
+        );
+        assert_eq!(
+            w(b" select @@max_allowed_packet,@@SOCKET ; ").as_deref(),
+            Some("SELECT @@max_allowed_packet, NULL AS `@@SOCKET`")
+        );
+        assert_eq!(w(b"SELECT @@socket, 1"), None);
+        assert_eq!(w(b"SELECT @@port"), None);
+        assert_eq!(w(b"SELECT @@socket FROM t"), None);
     }
 }

@@ -94,9 +94,13 @@ impl Operator {
     pub fn pid(&self) -> Option<u32> {
         self.child.pid()
     }
-    /// `mysql://root:<pw>@127.0.0.1:<port>` for a password.
+    /// `mysql://root:<pw>@127.0.0.1:<port>` for a password (TCP only: never let the driver
+    /// switch to a local socket, which would bypass the operator).
     pub fn url(&self, password: &str) -> String {
-        format!("mysql://root:{password}@127.0.0.1:{}", self.port())
+        format!(
+            "mysql://root:{password}@127.0.0.1:{}?prefer_socket=false",
+            self.port()
+        )
     }
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
