@@ -260,6 +260,71 @@ def test_no_acknowledged_write_is_lost_across_leader_kills_and_a_stopped_followe
     assert result[0] == result[1] == result[2]
 
 
+def test_a_node_cut_off_from_the_majority_refuses_within_a_bound(cluster):
+    leader = cluster.wait_leader()
+    setup = cluster.connect(leader)
+    rows(setup, "CREATE DATABASE iso")
+    rows(setup, "CREATE TABLE iso.t (id INT PRIMARY KEY)")
+    setup.close()
+    cluster.wait_converged()
+
+    # A leader whose followers are gone refuses the write with an ERR within a bound.
+    followers = [i for i in range(3) if i != leader]
+    conn = cluster.connect(leader, database="iso")
+    for f in followers:
+        cluster.kill(f, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(pymysql.MySQLError):
+            rows(conn, "INSERT INTO t VALUES (1)")
+        took = time.monotonic() - started
+        # Reads are refused too once the leader has been out of touch for a while.
+        wait_for("the isolated leader refuses reads", lambda: refuses(cluster, leader), 10)
+    finally:
+        for f in followers:
+            cluster.kill(f, signal.SIGCONT)
+    conn.close()
+    print(f"isolated leader refused the write after {took:.1f} s")
+    assert took <= 15, took
+
+    # A follower cut off from the other two refuses statements, then serves again.
+    leader = cluster.wait_leader()
+    lonely = next(i for i in range(3) if i != leader)
+    others = [i for i in range(3) if i != lonely]
+    for i in others:
+        cluster.kill(i, signal.SIGSTOP)
+    try:
+        wait_for("the cut-off follower refuses", lambda: refuses(cluster, lonely), 10)
+    finally:
+        for i in others:
+            cluster.kill(i, signal.SIGCONT)
+    wait_for("the follower serves again", lambda: not refuses(cluster, lonely), 30)
+
+    # The write that failed is either everywhere or nowhere.
+    cluster.wait_converged()
+    seen = []
+    for i in range(3):
+        c = cluster.connect(i, database="iso")
+        seen.append(rows(c, "SELECT id FROM t"))
+        c.close()
+    assert seen[0] == seen[1] == seen[2], seen
+
+
+def refuses(cluster, i):
+    """Whether node i answers a plain read with an error."""
+    try:
+        c = cluster.connect(i, connect_timeout=3, read_timeout=5)
+    except pymysql.MySQLError:
+        return True
+    try:
+        rows(c, "SELECT 1")
+        return False
+    except pymysql.MySQLError:
+        return True
+    finally:
+        c.close()
+
+
 def test_a_follower_whose_outcome_differs_reports_diverged(cluster):
     leader = cluster.wait_leader()
     victim = (leader + 1) % 3

@@ -51,6 +51,14 @@ pub struct ServeArgs {
     /// Only the leader accepts client logins (a single node is always the leader).
     #[arg(long, env = "AUTH_MASTER_ONLY")]
     pub auth_master_only: Option<bool>,
+    /// A node cut off from the cluster majority (no leader contact for
+    /// `MAJORITY_CONTACT_MS`) keeps serving reads (possibly stale) when true; by default it
+    /// refuses every statement with an error until it is back in touch.
+    #[arg(long, env = "ISOLATED_READS")]
+    pub isolated_reads: Option<bool>,
+    /// How long without contact with the majority makes a node isolated (ms, default 3000).
+    #[arg(long, env = "MAJORITY_CONTACT_MS")]
+    pub majority_contact_ms: Option<u64>,
     /// PEM certificate for TLS. Unset: a self-signed one is generated into the data dir.
     #[arg(long, env = "TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -148,6 +156,8 @@ struct FileConfig {
     api_port: Option<u16>,
     whitelist: Option<String>,
     auth_master_only: Option<bool>,
+    isolated_reads: Option<bool>,
+    majority_contact_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     require_tls: Option<bool>,
@@ -214,6 +224,8 @@ pub struct Config {
     pub api_port: u16,
     pub whitelist: String,
     pub auth_master_only: bool,
+    pub isolated_reads: bool,
+    pub majority_contact: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub require_tls: bool,
@@ -391,6 +403,13 @@ impl ServeArgs {
                 .auth_master_only
                 .or(f.auth_master_only)
                 .unwrap_or(false),
+            isolated_reads: self.isolated_reads.or(f.isolated_reads).unwrap_or(false),
+            majority_contact: Duration::from_millis(
+                self.majority_contact_ms
+                    .or(f.majority_contact_ms)
+                    .unwrap_or(3000)
+                    .max(500),
+            ),
             tls_cert,
             tls_key,
             require_tls: self.require_tls.or(f.require_tls).unwrap_or(false),

@@ -262,6 +262,7 @@ impl Node {
                 .unwrap_or_default(),
             policy,
             login_gate: Default::default(),
+            serve_gate: Default::default(),
             pool,
             whitelist: Whitelist::parse(&config.whitelist).unwrap_or_default(),
             limits: Limits {
@@ -283,9 +284,14 @@ impl Node {
                 source,
             })?;
         let http_addr = http.local_addr().unwrap_or(http_addr);
-        if config.auth_master_only {
-            if let Some(c) = &cluster {
+        if let Some(c) = &cluster {
+            if config.auth_master_only {
                 let _ = frontend.login_gate.set(master_only_gate(Arc::clone(c)));
+            }
+            if !config.isolated_reads {
+                let _ = frontend
+                    .serve_gate
+                    .set(majority_gate(Arc::clone(c), config.majority_contact));
             }
         }
 
@@ -460,6 +466,27 @@ fn client_password(config: &Config) -> Result<(String, Option<std::path::PathBuf
     let password = crate::private_file::random_hex(12).map_err(io_err)?;
     crate::private_file::write_private(&path, password.as_bytes()).map_err(io_err)?;
     Ok((password, Some(path)))
+}
+
+/// A node out of touch with the cluster majority for `within` refuses statements (reads could
+/// be stale and writes could not commit), unless `ISOLATED_READS=true`.
+fn majority_gate(cluster: Arc<Cluster>, within: Duration) -> crate::protocol::frontend::ServeGate {
+    Arc::new(move || {
+        if cluster.in_majority_contact(within) {
+            return Ok(());
+        }
+        Err(SqlError::new(
+            1290,
+            "HY000",
+            format!(
+                "shared-db node {} has had no contact with the cluster majority for {} ms; it \
+                 refuses statements until it is back in touch (ISOLATED_READS=true serves \
+                 possibly stale reads)",
+                cluster.node_id(),
+                within.as_millis()
+            ),
+        ))
+    })
 }
 
 /// AUTH_MASTER_ONLY: followers refuse logins with an error naming the leader.

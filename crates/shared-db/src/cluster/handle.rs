@@ -136,6 +136,8 @@ pub struct Cluster {
     pub(super) sm: Arc<SmShared>,
     log_stats: Arc<LogStats>,
     diverged: AtomicBool,
+    /// When this node last accepted entries or a heartbeat from a leader.
+    last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
     pub(super) auth_refused: AtomicU64,
     pub(super) settings: ClusterSettings,
     /// Serialises snapshot receptions.
@@ -191,6 +193,7 @@ impl Cluster {
             sm: sm_shared,
             log_stats,
             diverged: AtomicBool::new(false),
+            last_leader_contact: std::sync::Mutex::new(None),
             auth_refused: AtomicU64::new(0),
             settings,
             receiving: tokio::sync::Mutex::new(()),
@@ -245,6 +248,34 @@ impl Cluster {
 
     /// Whether this node currently believes it leads (no round trip; see
     /// [`ReplicatedLog::ensure_leader`] for a confirmed answer).
+    /// Records that a leader's AppendEntries (or heartbeat) was accepted just now.
+    pub(super) fn note_leader_contact(&self) {
+        let mut at = self
+            .last_leader_contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *at = Some(std::time::Instant::now());
+    }
+
+    /// Whether this node has been in touch with a majority within `within`: as leader, a
+    /// quorum acknowledged it; as follower, a leader's heartbeat or entries arrived. A node
+    /// cut off from the majority answers `false` after `within` (or at once before any
+    /// contact).
+    pub fn in_majority_contact(&self, within: Duration) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let voters = m.membership_config.membership().voter_ids().count();
+        if m.state == ServerState::Leader {
+            return voters <= 1
+                || m.millis_since_quorum_ack
+                    .is_some_and(|ms| u128::from(ms) <= within.as_millis());
+        }
+        let at = *self
+            .last_leader_contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        at.is_some_and(|t| t.elapsed() <= within)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }

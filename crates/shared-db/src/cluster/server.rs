@@ -132,7 +132,11 @@ async fn append(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
-    postcard_response(&c.raft.append_entries(req).await)
+    let resp = c.raft.append_entries(req).await;
+    if matches!(&resp, Ok(r) if r.is_success()) {
+        c.note_leader_contact();
+    }
+    postcard_response(&resp)
 }
 
 async fn vote(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {

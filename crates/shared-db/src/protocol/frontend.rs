@@ -130,10 +130,17 @@ impl Registry {
 /// (`AUTH_MASTER_ONLY`: only the leader does). An `Err` is sent to the client as is.
 pub type LoginGate = Arc<dyn Fn() -> Result<(), SqlError> + Send + Sync>;
 
+/// Decides, before each command, whether this node serves clients now (a node cut off from
+/// the cluster majority refuses unless configured to serve stale reads). Same shape as
+/// [`LoginGate`].
+pub type ServeGate = LoginGate;
+
 pub struct Frontend {
     pub policy: LoginPolicy,
     /// Set once at start when logins depend on cluster state.
     pub login_gate: std::sync::OnceLock<LoginGate>,
+    /// Set once at start when serving depends on cluster state.
+    pub serve_gate: std::sync::OnceLock<ServeGate>,
     pub pool: Arc<BackendPool>,
     pub whitelist: Whitelist,
     pub limits: Limits,

@@ -275,6 +275,12 @@ impl Session {
                 return Next::Continue;
             }
         }
+        if !matches!(command, cmd::QUIT | cmd::PING) {
+            if let Some(Err(err)) = self.frontend.serve_gate.get().map(|gate| gate()) {
+                self.reply_error(&err).await;
+                return Next::Continue;
+            }
+        }
         match command {
             cmd::QUIT => Next::Close,
             cmd::QUERY => {
