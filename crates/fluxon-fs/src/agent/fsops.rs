@@ -136,6 +136,67 @@ impl ExportRoot {
         Ok((fd, name))
     }
 
+    /// The export-relative path of an fd opened beneath the root (what the kernel resolved).
+    fn relpath_of(&self, fd: &impl AsRawFd) -> FsResult<String> {
+        let real = |fd: &dyn AsRawFd| -> FsResult<std::path::PathBuf> {
+            let target = rustix::fs::readlink(proc_fd_path(&fd.as_raw_fd()).as_str(), Vec::new())?;
+            let target: std::ffi::OsString =
+                std::os::unix::ffi::OsStringExt::from_vec(target.into_bytes());
+            Ok(std::path::PathBuf::from(target))
+        };
+        let root = real(&self.root)?;
+        let here = real(fd)?;
+        let rel = here
+            .strip_prefix(&root)
+            .map_err(|_| FsError::denied("path resolves outside the export root"))?;
+        rel.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| FsError::new(libc::EINVAL, "path is not valid UTF-8"))
+    }
+
+    /// Follows a chain of symlinks at the final component of `path` and returns the
+    /// export-relative path of the first non-symlink (which may not exist yet). Links that
+    /// are absolute or lead above the root are refused (`EACCES`), as when opening through them.
+    pub fn resolve_final_symlinks(&self, path: &str) -> FsResult<String> {
+        let mut current = path.to_string();
+        for _ in 0..40 {
+            let (parent, name) = self.open_parent(&current)?;
+            let target = match rustix::fs::readlinkat(&parent, name, Vec::new()) {
+                Ok(target) => target,
+                Err(Errno::INVAL | Errno::NOENT) => return Ok(current),
+                Err(e) => return Err(e.into()),
+            };
+            let target = target
+                .into_string()
+                .map_err(|_| FsError::new(libc::EINVAL, "symlink target is not valid UTF-8"))?;
+            if target.starts_with('/') {
+                return Err(FsError::denied(format!(
+                    "{path}: path resolves outside the export root"
+                )));
+            }
+            let base = self.relpath_of(&parent)?;
+            let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
+            for part in target.split('/') {
+                match part {
+                    "" | "." => {}
+                    ".." => {
+                        if parts.pop().is_none() {
+                            return Err(FsError::denied(format!(
+                                "{path}: path resolves outside the export root"
+                            )));
+                        }
+                    }
+                    other => parts.push(other),
+                }
+            }
+            current = parts.join("/");
+            if current.is_empty() {
+                return Err(FsError::new(libc::EISDIR, strerror(libc::EISDIR)));
+            }
+        }
+        Err(FsError::new(libc::ELOOP, strerror(libc::ELOOP)))
+    }
+
     pub fn stat(&self, path: &str, follow: bool) -> FsResult<StatInfo> {
         if follow || path.is_empty() {
             let fd = self.open_beneath(path, OFlags::PATH, 0)?;
