@@ -1,5 +1,7 @@
 //! One client connection: frames in, requests run concurrently on the blocking pool, replies
-//! out in completion order (matched by request id on the client).
+//! out in completion order (matched by request id on the client). Quick requests (metadata
+//! lookups, read-only opens, closing a read-only file) are answered on the connection's own
+//! task instead: handing them to another thread costs more than the syscalls themselves.
 //!
 //! `Hello` and `Auth` are handled in arrival order before later requests start, so a request
 //! always sees the token presented before it. Every other request checks the token's expiry and
@@ -102,6 +104,13 @@ pub async fn serve(state: Arc<AgentState>, stream: TcpStream) {
                 )
                 .await;
             }
+            request if conn.is_quick(&request) => {
+                let (reply, data) = match conn.handle(request, frame.data) {
+                    Ok(ok) => ok,
+                    Err(e) => (Response::error(e.errno, e.message), Bytes::new()),
+                };
+                send(&tx, id, &reply, data).await;
+            }
             request => {
                 let conn = conn.clone();
                 let tx = tx.clone();
@@ -162,6 +171,26 @@ async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 impl Conn {
+    /// Requests that only do a few fast syscalls (no data transfer, no fsync).
+    fn is_quick(&self, request: &Request) -> bool {
+        match request {
+            Request::Ping
+            | Request::Stat { .. }
+            | Request::Access { .. }
+            | Request::Readlink { .. }
+            | Request::ListDir { .. }
+            | Request::Fstat { .. } => true,
+            Request::Open { flags, .. } => !flags.write && !flags.create && !flags.truncate,
+            Request::Close { handle, .. } => self
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(handle)
+                .is_some_and(|f| !f.flags.write),
+            _ => false,
+        }
+    }
+
     fn authenticate(&self, token: &str) -> FsResult<()> {
         let verifier = self
             .state
