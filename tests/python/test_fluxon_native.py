@@ -93,6 +93,20 @@ def up():
 W = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
+def wait_child(pid: int, timeout: float = 30.0) -> int:
+    """Exit code of child ``pid``; kills it and fails if it does not exit within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"forked child did not exit within {timeout} s")
+        time.sleep(0.01)  # poll interval of a bounded wait
+
+
 def test_session_metadata_and_errors(up):
     s = up.session()
     assert s.master_instance_key() == "up_fs_master"
@@ -193,8 +207,7 @@ def test_fork_child_has_a_working_client(up):
             code = 0 if ok else 2
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
     assert (up.root / "child.txt").read_bytes() == b"child"
     # The parent's client still works.
     assert s.stat(EXPORT, "child.txt")[6] == 5

@@ -141,7 +141,14 @@ class RealStack:
         proc.wait(timeout=30)
 
     def pause(self, role: str) -> None:
-        os.kill(self.procs[role].pid, signal.SIGSTOP)
+        """SIGSTOP, then waits (bounded) until the kernel reports the process stopped."""
+        pid = self.procs[role].pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{role} (pid {pid}) did not stop within 10 s")
+            time.sleep(0.005)  # poll interval of a bounded wait
 
     def resume(self, role: str) -> None:
         os.kill(self.procs[role].pid, signal.SIGCONT)
