@@ -5,6 +5,7 @@ types, inline memfds, atomic staged writes, appends, fork, and the generated exa
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,18 @@ def test_staged_write_through_a_symlink_replaces_the_target_atomically(up):
     with pytest.raises(PermissionError):
         s.open(EXPORT, "sub/out_link", W)
     assert not (up.root.parent.parent / "outside.txt").exists()
+
+
+def test_close_reports_a_failed_publish(up):
+    s = up.session()
+    (up.root / "gone").mkdir()
+    f = s.open(EXPORT, "gone/x.txt", W)
+    f.pwrite(0, b"data")
+    f.flush()
+    shutil.rmtree(up.root / "gone")  # takes a named staging file along, if there is one
+    with pytest.raises(FileNotFoundError):
+        f.close()
+    assert not (up.root / "gone").exists()
 
 
 def test_agent_join_secret_was_generated_and_is_private(up):
