@@ -14,7 +14,11 @@ operations on a local directory and through the mount, in the same run:
 
     .venv/bin/python bench/fluxon_fs_io.py [--small-files 2000] [--big-mib 1024] [--walk-files 10000]
 
-Builds the release binary and installs the Python package (release) first.
+Builds the release binary and installs the Python extension in release mode into the running
+interpreter's environment (`maturin develop --release`) first; `--no-build` skips both.
+
+The mount fsyncs every written file on close (durability); the local figures do not, so a
+"local + fsync" write figure is printed as well for comparison.
 """
 
 import argparse
@@ -64,8 +68,8 @@ def make_small_files(on_disk, count):
         (d / f"f{i}").write_bytes(os.urandom(4096))
 
 
-def small_writes(base, count):
-    d = Path(base) / "written"
+def small_writes(base, count, fsync=False, name="written"):
+    d = Path(base) / name
     os.makedirs(d, exist_ok=True)
     payload = os.urandom(4096)
     samples = []
@@ -73,17 +77,23 @@ def small_writes(base, count):
         t = time.perf_counter()
         with open(d / f"f{i}", "wb") as f:
             f.write(payload)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         samples.append(time.perf_counter() - t)
     return percentiles(samples)
 
 
-def big_write_read(base, mib):
+def big_write_read(base, mib, fsync=False):
     path = Path(base) / "big.bin"
     block = os.urandom(4 << 20)
     t = time.perf_counter()
     with open(path, "wb") as f:
         for _ in range(mib // 4):
             f.write(block)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     write_gbs = mib * (1 << 20) / (time.perf_counter() - t) / 1e9
     t = time.perf_counter()
     total = 0
@@ -146,20 +156,32 @@ def loopback_tcp_gbs(mib):
     return received[0] / (time.perf_counter() - start) / 1e9
 
 
-def run_suite(base, on_disk, a):
+def run_suite(base, on_disk, a, local=False):
     make_small_files(on_disk, a.small_files)
     w = small_writes(base, a.small_files)
     fresh, again = small_reads(base, a.small_files)
     bw, br = big_write_read(base, a.big_mib)
     wk = walk(base, a.walk_files)
-    return {"read_fresh": fresh, "read_again": again, "write": w, "big_write": bw,
-            "big_read": br, "walk": wk}
+    out = {"read_fresh": fresh, "read_again": again, "write": w, "big_write": bw,
+           "big_read": br, "walk": wk}
+    if local:
+        out["write_fsync"] = small_writes(base, a.small_files, fsync=True, name="synced")
+        out["big_write_fsync"] = big_write_read(base, a.big_mib, fsync=True)[0]
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_stack(workdir):
     binary = TARGET / "release" / "fluxon-fs"
     log = open(workdir / "up.log", "wb")
-    proc = subprocess.Popen([str(binary), "up", "--workdir", str(workdir)], stdout=log,
+    proc = subprocess.Popen([str(binary), "up", "--workdir", str(workdir),
+                             "--master-port", str(free_port()),
+                             "--agent-port", str(free_port())], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     script = workdir / "example_mount.py"
     deadline = time.monotonic() + 60
@@ -178,18 +200,22 @@ def main():
     ap.add_argument("--small-files", type=int, default=2000)
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--walk-files", type=int, default=10000)
+    ap.add_argument("--no-build", action="store_true",
+                    help="use the release binary and installed extension as they are")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "fluxon-fs"], cwd=ROOT,
-                   check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", str(ROOT / "crates" / "fluxon-py")],
-                   cwd=ROOT, check=True)
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "fluxon-fs"],
+                       cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "maturin", "develop", "--release", "--locked",
+                        "-q"], cwd=ROOT / "crates" / "fluxon-py", check=True,
+                       env=dict(os.environ, VIRTUAL_ENV=sys.prefix))
 
     scratch = Path(tempfile.mkdtemp(prefix="fluxon-bench-"))
     local = scratch / "local"
     local.mkdir()
     workdir = scratch / "up"
     workdir.mkdir()
-    results = {"local": run_suite(local, local, a)}
+    results = {"local": run_suite(local, local, a, local=True)}
     proc, module = start_stack(workdir)
     patcher = None
     try:
@@ -220,8 +246,11 @@ def main():
                        ("write", "4 KiB create+write+close")):
         print(f"| {label} p50 / p99 µs | {lo[key][0]:.0f} / {lo[key][1]:.0f} "
               f"| {mo[key][0]:.0f} / {mo[key][1]:.0f} | {mo[key][0] / lo[key][0]:.1f}x |")
+    print(f"| 4 KiB create+write+fsync+close (local) p50 / p99 µs | "
+          f"{lo['write_fsync'][0]:.0f} / {lo['write_fsync'][1]:.0f} | | |")
     print(f"| 1 GiB sequential write GB/s | {lo['big_write']:.2f} | {mo['big_write']:.2f} "
           f"| {mo['big_write'] / lo['big_write']:.2f} |")
+    print(f"| 1 GiB sequential write + fsync (local) GB/s | {lo['big_write_fsync']:.2f} | | |")
     print(f"| 1 GiB sequential read GB/s | {lo['big_read']:.2f} | {mo['big_read']:.2f} "
           f"| {mo['big_read'] / lo['big_read']:.2f} |")
     print(f"| os.walk {a.walk_files} files, s | {lo['walk']:.3f} | {mo['walk']:.3f} "

@@ -3,8 +3,9 @@ binary (master + agent): Session and File exactly as `_native.pyi` describes the
 types, inline memfds, atomic staged writes, appends, fork, and the generated example_mount.py
 (run when the pure-Python layer is installed)."""
 
-import errno
 import os
+import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-_native = pytest.importorskip("fluxon_py._native")
+import fluxon_py._native as _native  # the real extension: built by `maturin develop`
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -49,14 +50,17 @@ class Up:
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
         out = b""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while b"fluxon-fs up: ready" not in out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"fluxon-fs up did not get ready: {out.decode()}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
                 raise RuntimeError(f"fluxon-fs up exited ({self.proc.poll()}): {out.decode()}")
-            out += line
-            if b"fluxon-fs up: ready" in line:
-                return
-        raise TimeoutError("fluxon-fs up did not get ready")
+            out += chunk
 
     def session(self):
         deadline = time.monotonic() + 20
@@ -88,6 +92,20 @@ def up():
 
 
 W = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def wait_child(pid: int, timeout: float = 30.0) -> int:
+    """Exit code of child ``pid``; kills it and fails if it does not exit within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"forked child did not exit within {timeout} s")
+        time.sleep(0.01)  # poll interval of a bounded wait
 
 
 def test_session_metadata_and_errors(up):
@@ -190,18 +208,50 @@ def test_fork_child_has_a_working_client(up):
             code = 0 if ok else 2
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
     assert (up.root / "child.txt").read_bytes() == b"child"
     # The parent's client still works.
     assert s.stat(EXPORT, "child.txt")[6] == 5
 
 
+def test_staged_write_through_a_symlink_replaces_the_target_atomically(up):
+    s = up.session()
+    (up.root / "sub").mkdir()
+    (up.root / "sub" / "target.txt").write_bytes(b"old")
+    os.symlink("sub/target.txt", up.root / "link.txt")
+    f = s.open(EXPORT, "link.txt", W)
+    f.pwrite(0, b"new content")
+    f.flush()
+    assert (up.root / "sub" / "target.txt").read_bytes() == b"old"  # not yet visible
+    f.close()
+    assert (up.root / "sub" / "target.txt").read_bytes() == b"new content"
+    assert os.readlink(up.root / "link.txt") == "sub/target.txt"  # the link stays
+    os.symlink("../../outside.txt", up.root / "sub" / "out_link")
+    with pytest.raises(PermissionError):
+        s.open(EXPORT, "sub/out_link", W)
+    assert not (up.root.parent.parent / "outside.txt").exists()
+
+
+def test_close_reports_a_failed_publish(up):
+    s = up.session()
+    (up.root / "gone").mkdir()
+    f = s.open(EXPORT, "gone/x.txt", W)
+    f.pwrite(0, b"data")
+    f.flush()
+    shutil.rmtree(up.root / "gone")  # takes a named staging file along, if there is one
+    with pytest.raises(FileNotFoundError):
+        f.close()
+    assert not (up.root / "gone").exists()
+
+
+def test_agent_join_secret_was_generated_and_is_private(up):
+    secret = up.workdir / "fs_master" / "agent_join_secret"
+    assert len(secret.read_text().strip()) >= 32
+    assert secret.stat().st_mode & 0o077 == 0
+    assert str(secret) in (up.workdir / "agent.yaml").read_text()
+
+
 def test_example_mount_script(up):
-    try:
-        import fluxon_py.fluxon_fs  # noqa: F401  (the pure-Python layer)
-    except ImportError:
-        pytest.skip("fluxon_py pure-Python layer not installed")
     mount_dir = Path(up.tmp.name) / "mnt"
     out = subprocess.run([sys.executable, str(up.workdir / "example_mount.py"), str(mount_dir)],
                          capture_output=True, text=True, timeout=60)

@@ -1,7 +1,10 @@
 //! One persistent, multiplexed connection to an agent.
 //!
-//! Requests get ids; a writer task sends frames in order and a reader task routes each reply to
-//! its waiting caller, so any number of requests can be in flight. When the socket fails every
+//! Requests get ids; each caller writes its frame itself under the connection's write lock (no
+//! hand-off to another thread on the latency path) and a reader task routes each reply to its
+//! waiting caller, so any number of requests can be in flight. A caller cancelled in the middle
+//! of writing a frame poisons the connection (it is marked dead), since the stream is no longer
+//! at a frame boundary. When the socket fails every
 //! waiting caller gets an error at once and the connection is marked dead; the session then
 //! dials a new one for later calls.
 
@@ -13,8 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use fluxon_fs_proto::{Frame, FrameError, Request, Response, PROTOCOL_VERSION};
 use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{ClientError, Result};
 
@@ -27,7 +31,7 @@ pub struct Conn {
     pub epoch: u64,
     /// Generation of the token last presented on this connection.
     pub token_gen: AtomicU64,
-    tx: mpsc::Sender<Frame>,
+    writer: tokio::sync::Mutex<BufWriter<OwnedWriteHalf>>,
     pending: Arc<Mutex<HashMap<u64, Waiter>>>,
     next_id: AtomicU64,
     alive: Arc<AtomicBool>,
@@ -54,26 +58,17 @@ impl Conn {
         };
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = stream.into_split();
-        let (tx, rx) = mpsc::channel::<Frame>(1024);
         let pending: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
         let conn = Arc::new(Conn {
             addr: addr.to_string(),
             epoch: crate::runtime::epoch(),
             token_gen: AtomicU64::new(0),
-            tx,
+            writer: tokio::sync::Mutex::new(BufWriter::with_capacity(256 * 1024, writer)),
             pending: pending.clone(),
             next_id: AtomicU64::new(1),
             alive: alive.clone(),
         });
-        {
-            let pending = pending.clone();
-            let alive = alive.clone();
-            tokio::spawn(async move {
-                let reason = write_loop(writer, rx).await;
-                fail_all(&alive, &pending, &reason);
-            });
-        }
         tokio::spawn(async move {
             let reason = loop {
                 match Frame::read(&mut reader).await {
@@ -142,8 +137,26 @@ impl Conn {
             pending: &self.pending,
             id,
         };
-        if self.tx.send(frame).await.is_err() {
-            return Err(lost("connection is closed"));
+        {
+            let mut writer = self.writer.lock().await;
+            if !self.is_alive() {
+                return Err(lost("connection is closed"));
+            }
+            let mut sending = SendGuard {
+                conn: self,
+                done: false,
+            };
+            let sent = async {
+                write_frame(&mut *writer, &frame).await?;
+                writer.flush().await
+            }
+            .await;
+            sending.done = true;
+            if let Err(e) = sent {
+                let reason = format!("send failed: {e}");
+                fail_all(&self.alive, &self.pending, &reason);
+                return Err(lost(&reason));
+            }
         }
         let frame = match reply.await {
             Ok(Ok(frame)) => frame,
@@ -185,24 +198,22 @@ fn fail_all(alive: &AtomicBool, pending: &Mutex<HashMap<u64, Waiter>>, reason: &
     }
 }
 
-async fn write_loop(
-    writer: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Frame>,
-) -> String {
-    let mut writer = BufWriter::with_capacity(256 * 1024, writer);
-    while let Some(frame) = rx.recv().await {
-        let mut next = Some(frame);
-        while let Some(frame) = next.take() {
-            if let Err(e) = write_frame(&mut writer, &frame).await {
-                return format!("send failed: {e}");
-            }
-            next = rx.try_recv().ok();
-        }
-        if let Err(e) = writer.flush().await {
-            return format!("send failed: {e}");
+/// Marks the connection dead if a frame write did not finish (its future was dropped).
+struct SendGuard<'a> {
+    conn: &'a Conn,
+    done: bool,
+}
+
+impl Drop for SendGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            fail_all(
+                &self.conn.alive,
+                &self.conn.pending,
+                "a request was cancelled while being sent",
+            );
         }
     }
-    "connection dropped".to_string()
 }
 
 async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(

@@ -22,6 +22,39 @@ use crate::error::{ClientError, Result};
 use crate::runtime;
 use crate::session::{unexpected, Inner};
 
+/// Where read data goes: a growing `Vec` (`pread`) or the caller's buffer (`pread_into`).
+trait Sink {
+    fn put(&mut self, data: &[u8]);
+    /// Forgets what was put (a read is retried from its start).
+    fn reset(&mut self);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, data: &[u8]) {
+        self.extend_from_slice(data);
+    }
+    fn reset(&mut self) {
+        self.clear();
+    }
+}
+
+/// The caller's buffer; reads never ask for more than its length.
+struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    filled: usize,
+}
+
+impl Sink for SliceSink<'_> {
+    fn put(&mut self, data: &[u8]) {
+        let n = data.len().min(self.buf.len() - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+    }
+    fn reset(&mut self) {
+        self.filled = 0;
+    }
+}
+
 /// Largest payload of one write request.
 const WRITE_PIECE: usize = 4 * 1024 * 1024;
 
@@ -289,6 +322,21 @@ impl File {
 
     /// Up to `len` bytes at `offset`; fewer only at end of file.
     pub fn pread(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len.min(64 * 1024 * 1024));
+        self.read_into_sink(offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads into `buf` at `offset` (straight from the received chunks, no intermediate
+    /// buffer); returns the number of bytes read, short only at end of file.
+    pub fn pread_into(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut sink = SliceSink { buf, filled: 0 };
+        let len = sink.buf.len();
+        self.read_into_sink(offset, len, &mut sink)?;
+        Ok(sink.filled)
+    }
+
+    fn read_into_sink<S: Sink>(&self, offset: u64, len: usize, out: &mut S) -> Result<()> {
         let mut st = self.lock();
         self.check_open(&st)?;
         if !self.flags.read {
@@ -299,16 +347,18 @@ impl File {
         if let Some(data) = &st.inline {
             let start = (offset as usize).min(data.len());
             let end = start.saturating_add(len).min(data.len());
-            return Ok(data[start..end].to_vec());
+            out.put(&data[start..end]);
+            return Ok(());
         }
         runtime::block_on(async {
             self.flush_writes(&mut st).await?;
-            match self.read_at(&mut st, offset, len).await {
+            match self.read_at(&mut st, offset, len, out).await {
                 Err(e) if is_connection_lost(&e) && !self.flags.write => {
                     // The agent may be back: reopen once on a fresh connection.
                     st.conn = None;
                     st.chunks.clear();
-                    self.read_at(&mut st, offset, len).await
+                    out.reset();
+                    self.read_at(&mut st, offset, len, out).await
                 }
                 other => other,
             }
@@ -372,7 +422,13 @@ impl File {
         }
     }
 
-    async fn read_at(&self, st: &mut State, offset: u64, len: usize) -> Result<Vec<u8>> {
+    async fn read_at<S: Sink>(
+        &self,
+        st: &mut State,
+        offset: u64,
+        len: usize,
+        out: &mut S,
+    ) -> Result<()> {
         let conn = self.conn(st).await?;
         let chunk = self.inner.options.read_chunk.max(4096) as u64;
         let ahead = self.inner.options.readahead_chunks as u64;
@@ -388,7 +444,6 @@ impl File {
         } else {
             st.stat.size.max(end)
         };
-        let mut out = Vec::with_capacity(len.min(64 * 1024 * 1024));
         let mut pos = offset;
         let mut eof = false;
         while pos < end && !eof {
@@ -455,7 +510,7 @@ impl File {
                 eof = true;
             } else {
                 let n = (data.len() - skip).min((end - pos) as usize);
-                out.extend_from_slice(&data[skip..skip + n]);
+                out.put(&data[skip..skip + n]);
                 pos += n as u64;
                 if (data.len() as u64) < requested && pos >= start + data.len() as u64 {
                     eof = true;
@@ -469,12 +524,18 @@ impl File {
         }
         st.chunks.retain(|s, c| s + c.requested() > pos);
         st.last_end = Some(pos);
-        Ok(out)
+        Ok(())
     }
 
     /// Queues a write of `data` at `offset`; returns its length. Errors surface at the latest
     /// at `flush`/`close`.
     pub fn pwrite(&self, offset: u64, data: &[u8]) -> Result<usize> {
+        self.pwrite_owned(offset, data.to_vec())
+    }
+
+    /// [`File::pwrite`] taking ownership of the data (sent without another copy).
+    pub fn pwrite_owned(&self, offset: u64, data: Vec<u8>) -> Result<usize> {
+        let data = Bytes::from(data);
         let mut st = self.lock();
         self.check_open(&st)?;
         if !self.flags.write {
@@ -494,18 +555,19 @@ impl File {
             if st.writes.iter().any(|w| w.start < end && offset < w.end) {
                 self.flush_writes(&mut st).await?;
             }
-            for (i, piece) in data.chunks(WRITE_PIECE).enumerate() {
-                while st.pending_bytes + piece.len() as u64 > window && !st.writes.is_empty() {
+            for (i, at) in (0..data.len()).step_by(WRITE_PIECE).enumerate() {
+                let bytes = data.slice(at..(at + WRITE_PIECE).min(data.len()));
+                let piece_len = bytes.len() as u64;
+                while st.pending_bytes + piece_len > window && !st.writes.is_empty() {
                     self.wait_oldest(&mut st).await?;
                 }
                 let start = offset + (i * WRITE_PIECE) as u64;
-                let bytes = Bytes::copy_from_slice(piece);
                 let task =
                     tokio::spawn(write_piece(conn.clone(), st.handle, start, bytes, timeout));
-                st.pending_bytes += piece.len() as u64;
+                st.pending_bytes += piece_len;
                 st.writes.push_back(PendingWrite {
                     start,
-                    end: start + piece.len() as u64,
+                    end: start + piece_len,
                     task,
                 });
             }

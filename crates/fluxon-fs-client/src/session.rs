@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     snapshot: Mutex<SnapshotState>,
     conns: Mutex<Conns>,
     round_robin: AtomicU64,
+    /// Last agents seen serving each export (see `routes_for`).
+    known_routes: Mutex<HashMap<String, Vec<AgentRoute>>>,
 }
 
 /// A logged-in client. Cheap to clone; safe to share between threads.
@@ -153,6 +155,7 @@ impl Client {
                         by_addr: HashMap::new(),
                     }),
                     round_robin: AtomicU64::new(0),
+                    known_routes: Mutex::new(HashMap::new()),
                 }),
             })
         })
@@ -475,14 +478,32 @@ impl Inner {
     }
 
     /// The agents serving `export`, refreshing the snapshot once if it is unknown.
+    ///
+    /// The master's registry lags behind agents (an agent that was stopped or restarted is
+    /// listed again only after its next heartbeat), so an export this client has seen served
+    /// keeps its last known agents: connecting to them either works or gives the agent's own
+    /// error (refused, timeout), which says more than "no online agent".
     async fn routes_for(&self, export: &str) -> Result<Vec<AgentRoute>> {
         for force in [false, true] {
             let snapshot = self.snapshot_async(force).await?;
             if let Some(routes) = snapshot.exports.get(export) {
                 if !routes.is_empty() {
+                    self.known_routes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(export.to_string(), routes.clone());
                     return Ok(routes.clone());
                 }
             }
+        }
+        let known = self
+            .known_routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(export)
+            .cloned();
+        if let Some(routes) = known {
+            return Ok(routes);
         }
         Err(ClientError::os(
             libc::ENOENT,

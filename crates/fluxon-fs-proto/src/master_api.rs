@@ -65,6 +65,10 @@ pub struct ExportInfo {
 }
 
 /// Agent registration and heartbeat (the same call, repeated).
+///
+/// Authenticated with the join secret both agent and master are configured with: `mac` is
+/// HMAC-SHA256 over [`RegisterRequest::mac_input`], and the reply's `mac` covers the request's
+/// nonce and the reply, so neither side accepts the other without the secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub agent_instance_key: String,
@@ -73,6 +77,12 @@ pub struct RegisterRequest {
     /// `host:port` clients connect to.
     pub data_addr: String,
     pub exports: BTreeMap<String, ExportInfo>,
+    /// The agent's clock when sending; the master refuses requests too far from its own.
+    pub sent_unix_ms: u64,
+    /// Random, fresh per request (hex); echoed into the reply's MAC.
+    pub nonce: String,
+    /// HMAC-SHA256 of [`RegisterRequest::mac_input`] with the join secret (hex).
+    pub mac: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +93,44 @@ pub struct RegisterReply {
     pub heartbeat_interval_ms: u64,
     /// The master forgets the agent if no heartbeat arrives within this.
     pub expire_after_ms: u64,
+    /// HMAC-SHA256 of [`RegisterReply::mac_input`] with the join secret (hex).
+    pub mac: String,
+}
+
+/// Appends a length-prefixed field (so field boundaries cannot be shifted).
+fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+impl RegisterRequest {
+    /// The bytes the request MAC covers: every field but `mac`, length-prefixed, after a
+    /// domain tag.
+    pub fn mac_input(&self) -> Vec<u8> {
+        let mut out = b"fluxon-fs agent register request v1".to_vec();
+        field(&mut out, self.agent_instance_key.as_bytes());
+        field(&mut out, self.master_instance_key.as_bytes());
+        field(&mut out, self.data_addr.as_bytes());
+        // BTreeMap order and fixed field order make this deterministic on both sides.
+        let exports = serde_json::to_vec(&self.exports).unwrap_or_default();
+        field(&mut out, &exports);
+        field(&mut out, &self.sent_unix_ms.to_be_bytes());
+        field(&mut out, self.nonce.as_bytes());
+        out
+    }
+}
+
+impl RegisterReply {
+    /// The bytes the reply MAC covers: the request's nonce and every reply field but `mac`.
+    pub fn mac_input(&self, request_nonce: &str) -> Vec<u8> {
+        let mut out = b"fluxon-fs agent register reply v1".to_vec();
+        field(&mut out, request_nonce.as_bytes());
+        field(&mut out, self.master_instance_key.as_bytes());
+        field(&mut out, self.token_public_key.as_bytes());
+        field(&mut out, &self.heartbeat_interval_ms.to_be_bytes());
+        field(&mut out, &self.expire_after_ms.to_be_bytes());
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,7 +3,9 @@
 //!
 //! Layout of `W`: `master.yaml`, `agent.yaml`, `fs_master/access.db`, `fs_master/admin_password`
 //! (generated once, mode 0600: a default `admin`/`admin` would have to be changed before use),
-//! `remote_root/` and `example_mount.py`. Both services run in this process; Ctrl-C stops them.
+//! `fs_master/agent_join_secret` (generated once, mode 0600; both configs name it with
+//! `agent_join_secret_file` / `join_secret_file`), `remote_root/` and `example_mount.py`.
+//! Both services run in this process; Ctrl-C stops them.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -79,16 +81,21 @@ pub fn prepare(args: &UpArgs) -> Result<(MasterConfig, AgentConfig, Generated), 
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     let password = admin_password(&master_dir.join("admin_password"))?;
+    let join_secret_file = master_dir.join("agent_join_secret");
+    // Only the file's existence matters here: the services read it when they start.
+    random_hex_file(&join_secret_file, 32)?;
     let master_addr = format!("{}:{}", args.host, args.master_port);
     let agent_addr = format!("{}:{}", args.host, args.agent_port);
     let export = &args.export_name;
     let master_yaml = format!(
-        "fluxon_fs:\n  master:\n    instance_key: {MASTER_KEY}\n    pull_interval_ms: 1000\n  master_panel:\n    listen_addr: {master_addr}\n    access_db_path: {db}\n    bootstrap_access_model:\n      users:\n        - username: admin\n          password: \"{password}\"\n          can_manage_users: true\n",
-        db = master_dir.join("access.db").display()
+        "fluxon_fs:\n  master:\n    instance_key: {MASTER_KEY}\n    pull_interval_ms: 1000\n    agent_join_secret_file: {secret}\n  master_panel:\n    listen_addr: {master_addr}\n    access_db_path: {db}\n    bootstrap_access_model:\n      users:\n        - username: admin\n          password: \"{password}\"\n          can_manage_users: true\n",
+        db = master_dir.join("access.db").display(),
+        secret = join_secret_file.display()
     );
     let agent_yaml = format!(
-        "fluxon_fs:\n  master:\n    instance_key: {MASTER_KEY}\n  agent:\n    instance_key: {AGENT_KEY}\n    listen_addr: {agent_addr}\n    master_addr: {master_addr}\n  cache:\n    exports:\n      {export}:\n        remote_root_dir_abs: {root}\n",
-        root = remote_root.display()
+        "fluxon_fs:\n  master:\n    instance_key: {MASTER_KEY}\n  agent:\n    instance_key: {AGENT_KEY}\n    listen_addr: {agent_addr}\n    master_addr: {master_addr}\n    join_secret_file: {secret}\n  cache:\n    exports:\n      {export}:\n        remote_root_dir_abs: {root}\n",
+        root = remote_root.display(),
+        secret = join_secret_file.display()
     );
     let master_path = w.join("master.yaml");
     let agent_path = w.join("agent.yaml");
@@ -160,13 +167,19 @@ fn write_private(path: &Path, text: &str) -> Result<(), UpError> {
 
 /// The generated admin password, reused on later runs (the access DB keeps the first one).
 fn admin_password(path: &Path) -> Result<String, UpError> {
+    random_hex_file(path, 12)
+}
+
+/// The content of `path` if it holds something, else `bytes` random bytes in hex written there
+/// (mode 0600).
+fn random_hex_file(path: &Path, bytes: usize) -> Result<String, UpError> {
     if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim().to_string();
         if !existing.is_empty() {
             return Ok(existing);
         }
     }
-    let mut bytes = [0u8; 12];
+    let mut bytes = vec![0u8; bytes];
     getrandom::fill(&mut bytes).map_err(|e| UpError::Io {
         path: path.display().to_string(),
         source: std::io::Error::other(e.to_string()),

@@ -9,11 +9,13 @@ use fluxon_fs::config::{
 };
 use fluxon_fs::store::StoreConfig;
 
-/// The seed's master shape: bootstrap model and TiKV transfer store, plus one export.
+/// The seed's master shape: bootstrap model and TiKV transfer store, plus one export, and the
+/// agent join secret this product requires on top of the seed.
 const MASTER_YAML: &str = r#"fluxon_fs:
   master:
     instance_key: demo_fs_master
     pull_interval_ms: 1000
+    agent_join_secret_file: /path/to/agent_join_secret
   master_panel:
     listen_addr: 0.0.0.0:34180
     public_base_url: http://127.0.0.1:34180
@@ -41,6 +43,7 @@ const FULL_MASTER_YAML: &str = r#"fluxon_fs:
   master:
     instance_key: demo_fs_master
     pull_interval_ms: 500
+    agent_join_secret: full-example-join-secret
   master_panel:
     listen_addr: "[::1]:34180"
     public_base_url: https://fs.example.org
@@ -91,6 +94,7 @@ const AGENT_YAML: &str = r#"fluxon_fs:
     listen_addr: 0.0.0.0:34190
     advertise_addr: agent-host:34190
     master_addr: 127.0.0.1:34180
+    join_secret_file: /path/to/agent_join_secret
   cache:
     exports:
       demo-export:
@@ -496,4 +500,60 @@ fn empty_and_non_mapping_documents_are_errors() {
     assert!(MasterConfig::from_yaml_str("", "m.yaml").is_err());
     assert!(MasterConfig::from_yaml_str("- a\n", "m.yaml").is_err());
     assert!(CacheConfig::from_yaml_str("fluxon_fs: 3\n", "c").is_err());
+}
+
+#[test]
+fn join_secret_is_required_exclusive_and_long_enough() {
+    let without = MASTER_YAML.replacen(
+        "    agent_join_secret_file: /path/to/agent_join_secret\n",
+        "",
+        1,
+    );
+    let err = master_err(&without);
+    assert!(
+        err.contains("fluxon_fs.master.agent_join_secret (or fluxon_fs.master.agent_join_secret_file) is required"),
+        "{err}"
+    );
+    let both = MASTER_YAML.replacen(
+        "    agent_join_secret_file: /path/to/agent_join_secret\n",
+        "    agent_join_secret_file: /s\n    agent_join_secret: 0123456789abcdef\n",
+        1,
+    );
+    assert!(master_err(&both).contains("are exclusive"));
+    let short = MASTER_YAML.replacen(
+        "    agent_join_secret_file: /path/to/agent_join_secret\n",
+        "    agent_join_secret: tooshort-x\n",
+        1,
+    );
+    let err = master_err(&short);
+    assert!(
+        err.contains("fluxon_fs.master.agent_join_secret must be at least 16 bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("tooshort-x"), "{err}");
+    let agent = AGENT_YAML.replacen("    join_secret_file: /path/to/agent_join_secret\n", "", 1);
+    let err = AgentConfig::from_yaml_str(&agent, "agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "fluxon_fs.agent.join_secret (or fluxon_fs.agent.join_secret_file) is required"
+        ),
+        "{err}"
+    );
+    // The master-side key is unknown in the agent's `fluxon_fs.master`.
+    let agent = AGENT_YAML.replacen(
+        "    instance_key: demo_fs_master\n",
+        "    instance_key: demo_fs_master\n    agent_join_secret: 0123456789abcdef\n",
+        1,
+    );
+    let err = AgentConfig::from_yaml_str(&agent, "agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `agent_join_secret`"), "{err}");
+    let debug = format!(
+        "{:?}",
+        MasterConfig::from_yaml_str(FULL_MASTER_YAML, "f").unwrap()
+    );
+    assert!(!debug.contains("full-example-join-secret"), "{debug}");
 }

@@ -196,7 +196,7 @@ fn default_admin_must_change_its_password_and_bootstrap_applies_once() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let yaml = |password: &str| {
         format!(
-            "fluxon_fs:\n  master:\n    instance_key: m\n  master_panel:\n    listen_addr: 127.0.0.1:0\n    access_db_path: {}\n    bootstrap_access_model:\n      users:\n        - {{username: admin, password: {password}, can_manage_users: true}}\n",
+            "fluxon_fs:\n  master:\n    instance_key: m\n    agent_join_secret: perm-test-join-secret\n  master_panel:\n    listen_addr: 127.0.0.1:0\n    access_db_path: {}\n    bootstrap_access_model:\n      users:\n        - {{username: admin, password: {password}, can_manage_users: true}}\n",
             db.display()
         )
     };

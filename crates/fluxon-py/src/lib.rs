@@ -252,22 +252,23 @@ impl File {
             ));
         }
         let len = buffer.len_bytes();
-        let data = py
-            .allow_threads(|| self.file.pread(at, len))
-            .map_err(to_py)?;
-        let n = data.len().min(len);
-        // SAFETY: the buffer is writable, C-contiguous, `len` bytes long, and kept alive (and
-        // its exporter locked) by `buffer` for the duration of this copy, done with the GIL held.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), buffer.buf_ptr() as *mut u8, n);
-        }
-        Ok(n)
+        // Filled without the GIL, as socket.recv_into does: the exporter stays locked (it
+        // cannot be resized or freed) while `buffer` holds the view.
+        let addr = buffer.buf_ptr() as usize;
+        py.allow_threads(|| {
+            // SAFETY: `addr` points to `len` writable, C-contiguous bytes kept alive by the
+            // buffer view `buffer`, which outlives this closure; nothing else writes them
+            // through this view meanwhile.
+            let out = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) };
+            self.file.pread_into(at, out)
+        })
+        .map_err(to_py)
     }
 
     fn pwrite(&self, py: Python<'_>, offset: i64, data: PyBuffer<u8>) -> PyResult<usize> {
         let at = to_offset(offset)?;
         let bytes = data.to_vec(py)?;
-        py.allow_threads(|| self.file.pwrite(at, &bytes))
+        py.allow_threads(|| self.file.pwrite_owned(at, bytes))
             .map_err(to_py)
     }
 

@@ -1,8 +1,7 @@
 """Fixtures for the fluxon_fs Python tests.
 
-Backend: the real stack (``fluxon-fs master`` + ``agent`` and the native extension) when
-``fluxon_py._native`` imports and the ``fluxon-fs`` binary is built, else the development
-stand-in ``local_native.py``. ``FLUXON_FS_TEST_BACKEND=real|local`` forces one.
+Always the real stack: ``fluxon-fs master`` + ``agent`` processes and the native extension
+``fluxon_py._native`` built with maturin. Without them the run fails (nothing is skipped).
 
 - ``fs_stack``: one master + agent for the session, exports ``demo-export`` and ``second``,
   users ``admin`` (manager), ``reader`` (read on demo-export), ``writer`` (read_write on
@@ -15,24 +14,15 @@ stand-in ``local_native.py``. ``FLUXON_FS_TEST_BACKEND=real|local`` forces one.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from stack import PY_SRC, make_stack, select_backend
+from stack import RealStack, require_real_stack
 
-if importlib.util.find_spec("fluxon_py") is None:
-    sys.path.insert(0, str(PY_SRC))
-
-BACKEND = select_backend()
-if BACKEND == "local":
-    import local_native
-
-    sys.modules["fluxon_py._native"] = local_native
+require_real_stack()
 
 from fluxon_py.config import FluxonKvClientConfig  # noqa: E402
 from fluxon_py.fluxon_fs import FluxonFsPatcher  # noqa: E402
@@ -55,15 +45,16 @@ SCOPES = [
 
 
 def pytest_report_header(config):
-    return f"fluxon_fs backend: {BACKEND}"
+    import fluxon_py._native as native
+    from stack import FLUXON_FS_BIN
+    return f"fluxon_fs: {FLUXON_FS_BIN}, native extension {native.__file__}"
 
 
 @pytest.fixture(scope="session")
 def fs_stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("fluxon-stack")
-    stack = make_stack(BACKEND, work,
-                       {"demo-export": work / "export_root", "second": work / "export2"},
-                       USERS, SCOPES)
+    stack = RealStack(work, {"demo-export": work / "export_root", "second": work / "export2"},
+                      USERS, SCOPES)
     yield stack
     stack.stop()
 

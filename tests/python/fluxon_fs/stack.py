@@ -1,37 +1,49 @@
-"""Test stacks for the fluxon_fs Python tests: one master + one agent serving exports.
+"""The real fluxon-fs stack for the Python tests: ``fluxon-fs master`` and ``fluxon-fs agent``
+as child processes, configured with the keys of ``crates/fluxon-fs/src/config``.
 
-``LocalStack``: the development stand-in (``local_native.py``) while the native extension is
-not built: the "master" is a state file plus a TCP listener (so ``new_store``'s reachability
-check has something to connect to).
+There is no stand-in: the tests need the ``fluxon-fs`` binary (``cargo build -p fluxon-fs``)
+and the native extension ``fluxon_py._native`` (``maturin develop`` in ``crates/fluxon-py``);
+``require_real_stack()`` fails the run with the command to type when either is missing.
 
-``RealStack``: real ``fluxon-fs master`` and ``fluxon-fs agent`` processes. Configs use the
-keys of ``crates/fluxon-fs/src/config``; the one address clients need is the master's client
-endpoint (``master_addr``).
+The agent listens on a fixed port of its own, so a test can kill it (or stop it with
+SIGSTOP) and start it again at the same address: clients find it again without remounting.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import select
+import secrets
+import signal
 import socket
 import subprocess
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-PY_SRC = ROOT / "crates" / "fluxon-py" / "python"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 FLUXON_FS_BIN = Path(os.environ.get("FLUXON_FS_BIN", TARGET / "debug" / "fluxon-fs"))
+
+
+def require_real_stack() -> None:
+    """Raises with what to run when the binary or the native extension is missing."""
+    try:
+        import fluxon_py._native  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(
+            "the fluxon_fs tests need the native extension: run "
+            "`(cd crates/fluxon-py && maturin develop)` in the project's .venv "
+            f"(import failed: {e})") from e
+    if not FLUXON_FS_BIN.exists():
+        raise RuntimeError(
+            f"the fluxon_fs tests need {FLUXON_FS_BIN}: run `cargo build -p fluxon-fs` "
+            "(or set FLUXON_FS_BIN)")
 
 
 def cache_yaml(exports: dict) -> str:
     lines = ["fluxon_fs:", "  cache:", "    exports:"]
     for name, root in exports.items():
-        lines += [f"      {name}:", f"        remote_root_dir_abs: {json.dumps(str(root))}"]
+        lines += [f"      {name}:", f"        remote_root_dir_abs: \"{root}\""]
     if not exports:
         lines[-1] = "    exports: {}"
     return "\n".join(lines) + "\n"
@@ -41,86 +53,7 @@ def master_yaml(instance_key: str) -> str:
     return f"fluxon_fs:\n  master:\n    instance_key: {instance_key}\n"
 
 
-class _Listener:
-    """Accepts and closes connections (the stand-in master's port)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            r, _, _ = select.select([self.sock], [], [], 0.2)
-            if r:
-                try:
-                    conn, _ = self.sock.accept()
-                    conn.close()
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(timeout=5)
-        self.sock.close()
-
-
-class LocalStack:
-    kind = "local"
-
-    def __init__(self, workdir: Path, exports: dict, users: dict, scopes: list,
-                 instance_key: str = "test_fs_master") -> None:
-        self.workdir = workdir
-        self.exports = {n: Path(r) for n, r in exports.items()}
-        for r in self.exports.values():
-            r.mkdir(parents=True, exist_ok=True)
-        self.instance_key = instance_key
-        self.users = users
-        self._listener = _Listener()
-        self.master_addr = f"127.0.0.1:{self._listener.port}"
-        self.state_dir = Path(os.environ.setdefault(
-            "FLUXON_LOCAL_NATIVE_STATE_DIR", tempfile.mkdtemp(prefix="fluxon-standin-")))
-        stage = workdir / "stage"
-        stage.mkdir(parents=True, exist_ok=True)
-        self._state = {
-            "master_addr": self.master_addr, "instance_key": instance_key,
-            "stage_dir": str(stage), "exports": {n: str(r) for n, r in self.exports.items()},
-            "offline": [],
-            "users": {u: {"password": v["password"],
-                          "can_manage_users": v.get("can_manage_users", False)}
-                      for u, v in users.items()},
-            "scopes": scopes,
-        }
-        self._write()
-
-    def _write(self) -> None:
-        path = self.state_dir / (self.master_addr.replace(":", "_") + ".json")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._state))
-        os.replace(tmp, path)
-
-    def cache_yaml(self) -> str:
-        return cache_yaml(self.exports)
-
-    def master_yaml(self) -> str:
-        return master_yaml(self.instance_key)
-
-    def env(self) -> dict:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(HERE / "standin_site"), str(PY_SRC)] + [p for p in [env.get("PYTHONPATH")] if p])
-        return env
-
-    def stop(self) -> None:
-        self._listener.close()
-        (self.state_dir / (self.master_addr.replace(":", "_") + ".json")).unlink(missing_ok=True)
-
-
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -141,29 +74,27 @@ def _wait_port(addr: str, proc: subprocess.Popen, timeout: float, what: str, log
 
 
 class RealStack:
-    """``fluxon-fs master`` + ``fluxon-fs agent`` as child processes.
-
-    ASSUMPTION for the lead to confirm when merging the Rust side: the master serves clients
-    and agents on ``fluxon_fs.master_panel.listen_addr`` and agents find it through
-    ``fluxon_fs.master.addr`` (adjust ``_master_cfg``/``_agent_cfg`` below if the keys
-    differ). Everything else uses the keys of ``crates/fluxon-fs/src/config``.
-    """
-
-    kind = "real"
+    """A master and one agent serving ``exports`` (name -> root directory)."""
 
     def __init__(self, workdir: Path, exports: dict, users: dict, scopes: list,
-                 instance_key: str = "test_fs_master") -> None:
+                 instance_key: str = "test_fs_master", pull_interval_ms: int = 300) -> None:
         import yaml
 
+        require_real_stack()
         self.workdir = workdir
         self.exports = {n: Path(r) for n, r in exports.items()}
         for r in self.exports.values():
             r.mkdir(parents=True, exist_ok=True)
         self.instance_key = instance_key
         self.users = users
-        self.master_addr = f"127.0.0.1:{_free_port()}"
+        self.master_addr = f"127.0.0.1:{free_port()}"
+        self.agent_addr = f"127.0.0.1:{free_port()}"
+        secret_file = workdir / "agent_join_secret"
+        secret_file.write_text(secrets.token_hex(32) + "\n")
+        secret_file.chmod(0o600)
         master_cfg = {"fluxon_fs": {
-            "master": {"instance_key": instance_key},
+            "master": {"instance_key": instance_key, "pull_interval_ms": pull_interval_ms,
+                       "agent_join_secret_file": str(secret_file)},
             "master_panel": {
                 "listen_addr": self.master_addr,
                 "access_db_path": str(workdir / "access.redb"),
@@ -176,40 +107,70 @@ class RealStack:
             },
         }}
         agent_cfg = {"fluxon_fs": {
-            "master": {"instance_key": instance_key, "addr": self.master_addr},
-            "agent": {"instance_key": "test_fs_agent"},
+            "master": {"instance_key": instance_key},
+            "agent": {"instance_key": "test_fs_agent", "listen_addr": self.agent_addr,
+                      "master_addr": self.master_addr, "join_secret_file": str(secret_file)},
             "cache": {"exports": {n: {"remote_root_dir_abs": str(r)}
                                   for n, r in self.exports.items()}},
         }}
         (workdir / "master.yaml").write_text(yaml.safe_dump(master_cfg))
         (workdir / "agent.yaml").write_text(yaml.safe_dump(agent_cfg))
-        self.procs: list[subprocess.Popen] = []
+        self.procs: dict[str, subprocess.Popen] = {}
         self._logs = []
-        self._start("master")
-        _wait_port(self.master_addr, self.procs[0], 30, "fluxon-fs master",
-                   workdir / "master.log")
-        self._start("agent")
-        self._wait_exports(30)
+        self.start("master")
+        self.start("agent")
 
-    def _start(self, role: str) -> None:
-        log = open(self.workdir / f"{role}.log", "wb")
+    def start(self, role: str) -> None:
+        """Starts the master or the agent and waits (bounded) until it serves."""
+        log_path = self.workdir / f"{role}.log"
+        log = open(log_path, "ab")
         self._logs.append(log)
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
-        self.procs.append(subprocess.Popen(
+        proc = subprocess.Popen(
             [str(FLUXON_FS_BIN), role, "-c", str(self.workdir / f"{role}.yaml")],
-            stdout=log, stderr=subprocess.STDOUT, env=env))
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.procs[role] = proc
+        addr = self.master_addr if role == "master" else self.agent_addr
+        _wait_port(addr, proc, 30, f"fluxon-fs {role}", log_path)
+        if role == "agent":
+            self.wait_exports(30)
 
-    def _wait_exports(self, timeout: float) -> None:
+    def kill(self, role: str) -> None:
+        proc = self.procs.pop(role)
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def pause(self, role: str) -> None:
+        """SIGSTOP, then waits (bounded) until the kernel reports the process stopped."""
+        pid = self.procs[role].pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{role} (pid {pid}) did not stop within 10 s")
+            time.sleep(0.005)  # poll interval of a bounded wait
+
+    def resume(self, role: str) -> None:
+        os.kill(self.procs[role].pid, signal.SIGCONT)
+
+    def log(self, role: str) -> str:
+        return (self.workdir / f"{role}.log").read_text(errors="replace")
+
+    def wait_exports(self, timeout: float) -> None:
+        """Polls the master until every export is online (bounded)."""
         import fluxon_py._native as native
 
         admin = next(u for u, v in self.users.items() if v.get("can_manage_users"))
         deadline = time.monotonic() + timeout
+        last = None
         while time.monotonic() < deadline:
             s = native.Session(self.master_addr, admin, self.users[admin]["password"], 5.0)
-            if set(self.exports) <= set(s.exports()):
+            last = s.exports()
+            if set(self.exports) <= set(last):
                 return
-            time.sleep(0.1)  # poll interval of a bounded wait
-        raise TimeoutError(f"exports {sorted(self.exports)} not online within {timeout} s")
+            time.sleep(0.05)  # poll interval of a bounded wait
+        raise TimeoutError(f"exports {sorted(self.exports)} not online within {timeout} s "
+                           f"(online: {last}); agent log:\n{self.log('agent')[-3000:]}")
 
     def cache_yaml(self) -> str:
         return cache_yaml(self.exports)
@@ -221,38 +182,18 @@ class RealStack:
         return dict(os.environ)
 
     def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in reversed(self.procs):
+        for proc in self.procs.values():
             try:
-                p.wait(timeout=20)
+                os.kill(proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
         for log in self._logs:
             log.close()
-
-
-def select_backend() -> str:
-    """'real' when the native extension imports and the fluxon-fs binary is built (or
-    FLUXON_FS_TEST_BACKEND=real), else 'local' (the development stand-in)."""
-    forced = os.environ.get("FLUXON_FS_TEST_BACKEND")
-    try:
-        import fluxon_py._native as native  # noqa: F401
-        have_native = not getattr(native, "__file__", "").endswith("local_native.py")
-    except ImportError:
-        have_native = False
-    if forced == "local":
-        return "local"
-    if forced == "real":
-        if not have_native or not FLUXON_FS_BIN.exists():
-            raise RuntimeError(
-                "FLUXON_FS_TEST_BACKEND=real needs fluxon_py._native (maturin develop) and "
-                f"{FLUXON_FS_BIN}")
-        return "real"
-    return "real" if have_native and FLUXON_FS_BIN.exists() else "local"
-
-
-def make_stack(kind: str, workdir: Path, exports: dict, users: dict, scopes: list):
-    cls = RealStack if kind == "real" else LocalStack
-    return cls(workdir, exports, users, scopes)

@@ -55,6 +55,24 @@ def _lines_until(proc, wanted: set, timeout: float) -> list:
     return lines
 
 
+def _collect_for(proc, secs: float) -> list:
+    """All stdout lines ``proc`` prints during ``secs`` seconds (it must keep running)."""
+    lines, buf = [], b""
+    deadline = time.monotonic() + secs
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            raise RuntimeError(f"exited with {proc.wait()}: {lines[-20:]}\n"
+                               f"{proc.stderr.read().decode()[-3000:]}")
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        lines += [line.decode(errors="replace") for line in complete]
+    return lines
+
+
 def _stop(proc) -> None:
     proc.terminate()
     try:
@@ -86,11 +104,13 @@ def test_writer_and_reader_examples(fs_stack, tmp_path):
     try:
         wlines = _lines_until(writer, {"op=write_remote", "op=write_local"}, 60)
         lines = _lines_until(reader, {"op=read_remote", "op=read_local"}, 60)
-        # keep going for a few rounds: both kinds of reads keep coming
-        more = _lines_until(reader, {"op=read_remote", "op=read_local"}, 30)
+        # keep both running for a few seconds: both kinds of reads keep coming
+        more = _collect_for(reader, 3.0)
     finally:
         _stop(writer)
         _stop(reader)
+    assert sum("op=read_remote" in x for x in more) >= 3, more
+    assert sum("op=read_local" in x for x in more) >= 3, more
     remote_reads = [x for x in lines + more if "op=read_remote" in x]
     assert any("bytes=4096" in x or "bytes=2097152" in x for x in remote_reads), remote_reads
     assert any("[writer] op=write_remote" in x for x in wlines)

@@ -184,15 +184,13 @@ def test_install_is_reference_counted(fs_stack, store):
 
 
 def test_export_offline_is_unknown(fs_stack, store, tmp_path):
-    if fs_stack.kind != "local":
-        pytest.skip("covered by the agent-restart tests on the real stack")
-    fs_stack._state["offline"] = ["second"]
-    fs_stack._write()
-    try:
-        p = configured_patcher(fs_stack, store)
-        with p:
-            with pytest.raises(ValueError, match="^unknown export_name: second .*no online agent"):
-                p.mount_remote_dir(local_mount_dir_abs=str(tmp_path / "m"), export_name="second")
-    finally:
-        fs_stack._state["offline"] = []
-        fs_stack._write()
+    """An export in the cache config that no online agent serves cannot be mounted."""
+    from stack import cache_yaml
+
+    p = FluxonFsPatcher(store)
+    p.set_master_config_yaml(fs_stack.master_yaml())
+    p.set_cache_config_yaml(cache_yaml({**fs_stack.exports, "ghost": tmp_path / "ghost"}))
+    p.set_request_identity("admin", USERS["admin"]["password"])
+    with p:
+        with pytest.raises(ValueError, match="^unknown export_name: ghost .*no online agent"):
+            p.mount_remote_dir(local_mount_dir_abs=str(tmp_path / "m"), export_name="ghost")

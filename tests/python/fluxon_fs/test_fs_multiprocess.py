@@ -3,8 +3,11 @@ appends from two writers, a forked child, and the permission model seen from Pyt
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,20 @@ from conftest import USERS, configured_patcher
 from mp_worker import check, payload
 
 WORKER = str(Path(__file__).with_name("mp_worker.py"))
+
+
+def wait_child(pid: int, timeout: float = 30.0) -> int:
+    """Exit code of child ``pid``; kills it and fails if it does not exit within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"forked child did not exit within {timeout} s")
+        time.sleep(0.01)  # poll interval of a bounded wait
 
 
 def _cfg(stack, tmp_path, name, **kw):
@@ -109,10 +126,11 @@ def test_fork_child_has_a_working_client(installed, export_root):
         finally:
             os._exit(code)
     os.close(w)
-    msg = os.read(r, 1000)
+    ready, _, _ = select.select([r], [], [], 30)
+    msg = os.read(r, 1000) if ready else b"no answer from the child within 30 s"
     os.close(r)
-    _, status = os.waitpid(pid, 0)
-    assert msg == b"ok" and os.waitstatus_to_exitcode(status) == 0, msg
+    code = wait_child(pid)
+    assert msg == b"ok" and code == 0, msg
     assert (on_export / "from-child.txt").read_text() == "child"
     with open(os.path.join(base, "from-child.txt")) as f:
         assert f.read() == "child"

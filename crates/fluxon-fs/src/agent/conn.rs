@@ -1,5 +1,8 @@
 //! One client connection: frames in, requests run concurrently on the blocking pool, replies
-//! out in completion order (matched by request id on the client).
+//! out in completion order (matched by request id on the client). Quick requests (metadata
+//! lookups, read-only opens, closing a read-only file) are answered on the connection's own
+//! task instead, and their replies are written from there too: handing them to another thread
+//! costs more than the syscalls themselves.
 //!
 //! `Hello` and `Auth` are handled in arrival order before later requests start, so a request
 //! always sees the token presented before it. Every other request checks the token's expiry and
@@ -44,8 +47,14 @@ pub async fn serve(state: Arc<AgentState>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let (mut reader, writer) = stream.into_split();
+    // Shared by the writer task (replies from the blocking pool, batched) and this task (quick
+    // replies, written at once without waking another task).
+    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
+        256 * 1024,
+        writer,
+    )));
     let (tx, rx) = mpsc::channel::<Frame>(1024);
-    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let writer_task = tokio::spawn(write_loop(writer.clone(), rx));
     let conn = Arc::new(Conn {
         state,
         claims: RwLock::new(None),
@@ -84,23 +93,30 @@ pub async fn serve(state: Arc<AgentState>, stream: TcpStream) {
                         ),
                     )
                 };
-                send(&tx, id, &reply, Bytes::new()).await;
+                send(&writer, id, &reply, Bytes::new()).await;
             }
             Request::Auth { token } => {
                 let reply = match conn.authenticate(&token) {
                     Ok(()) => Response::Ok,
                     Err(e) => Response::error(e.errno, e.message),
                 };
-                send(&tx, id, &reply, Bytes::new()).await;
+                send(&writer, id, &reply, Bytes::new()).await;
             }
             _ if !greeted => {
                 send(
-                    &tx,
+                    &writer,
                     id,
                     &Response::error(libc::EPROTO, "send Hello first"),
                     Bytes::new(),
                 )
                 .await;
+            }
+            request if conn.is_quick(&request) => {
+                let (reply, data) = match conn.handle(request, frame.data) {
+                    Ok(ok) => ok,
+                    Err(e) => (Response::error(e.errno, e.message), Bytes::new()),
+                };
+                send(&writer, id, &reply, data).await;
             }
             request => {
                 let conn = conn.clone();
@@ -127,18 +143,25 @@ pub async fn serve(state: Arc<AgentState>, stream: TcpStream) {
         .clear();
 }
 
-async fn send(tx: &mpsc::Sender<Frame>, id: u64, reply: &Response, data: Bytes) {
+type SharedWriter = Arc<tokio::sync::Mutex<BufWriter<tokio::net::tcp::OwnedWriteHalf>>>;
+
+/// Writes one reply from the connection's own task. A failed write means the peer is gone;
+/// the read side ends the connection.
+async fn send(writer: &SharedWriter, id: u64, reply: &Response, data: Bytes) {
     if let Ok(frame) = Frame::encode(id, reply, data) {
-        let _ = tx.send(frame).await;
+        let mut writer = writer.lock().await;
+        if write_frame(&mut *writer, &frame).await.is_ok() {
+            let _ = writer.flush().await;
+        }
     }
 }
 
-async fn write_loop(writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) {
-    let mut writer = BufWriter::with_capacity(256 * 1024, writer);
+async fn write_loop(writer: SharedWriter, mut rx: mpsc::Receiver<Frame>) {
     while let Some(frame) = rx.recv().await {
+        let mut writer = writer.lock().await;
         let mut next = Some(frame);
         while let Some(frame) = next.take() {
-            if write_frame(&mut writer, &frame).await.is_err() {
+            if write_frame(&mut *writer, &frame).await.is_err() {
                 return;
             }
             next = rx.try_recv().ok();
@@ -162,6 +185,26 @@ async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 impl Conn {
+    /// Requests that only do a few fast syscalls (no data transfer, no fsync).
+    fn is_quick(&self, request: &Request) -> bool {
+        match request {
+            Request::Ping
+            | Request::Stat { .. }
+            | Request::Access { .. }
+            | Request::Readlink { .. }
+            | Request::ListDir { .. }
+            | Request::Fstat { .. } => true,
+            Request::Open { flags, .. } => !flags.write && !flags.create && !flags.truncate,
+            Request::Close { handle, .. } => self
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(handle)
+                .is_some_and(|f| !f.flags.write),
+            _ => false,
+        }
+    }
+
     fn authenticate(&self, token: &str) -> FsResult<()> {
         let verifier = self
             .state

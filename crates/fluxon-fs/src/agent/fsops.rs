@@ -9,7 +9,6 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use fluxon_fs_proto::relpath;
@@ -134,6 +133,67 @@ impl ExportRoot {
         let parent = parent.strip_suffix('/').unwrap_or(parent);
         let fd = self.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY, 0)?;
         Ok((fd, name))
+    }
+
+    /// The export-relative path of an fd opened beneath the root (what the kernel resolved).
+    fn relpath_of(&self, fd: &impl AsRawFd) -> FsResult<String> {
+        let real = |fd: &dyn AsRawFd| -> FsResult<std::path::PathBuf> {
+            let target = rustix::fs::readlink(proc_fd_path(&fd.as_raw_fd()).as_str(), Vec::new())?;
+            let target: std::ffi::OsString =
+                std::os::unix::ffi::OsStringExt::from_vec(target.into_bytes());
+            Ok(std::path::PathBuf::from(target))
+        };
+        let root = real(&self.root)?;
+        let here = real(fd)?;
+        let rel = here
+            .strip_prefix(&root)
+            .map_err(|_| FsError::denied("path resolves outside the export root"))?;
+        rel.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| FsError::new(libc::EINVAL, "path is not valid UTF-8"))
+    }
+
+    /// Follows a chain of symlinks at the final component of `path` and returns the
+    /// export-relative path of the first non-symlink (which may not exist yet). Links that
+    /// are absolute or lead above the root are refused (`EACCES`), as when opening through them.
+    pub fn resolve_final_symlinks(&self, path: &str) -> FsResult<String> {
+        let mut current = path.to_string();
+        for _ in 0..40 {
+            let (parent, name) = self.open_parent(&current)?;
+            let target = match rustix::fs::readlinkat(&parent, name, Vec::new()) {
+                Ok(target) => target,
+                Err(Errno::INVAL | Errno::NOENT) => return Ok(current),
+                Err(e) => return Err(e.into()),
+            };
+            let target = target
+                .into_string()
+                .map_err(|_| FsError::new(libc::EINVAL, "symlink target is not valid UTF-8"))?;
+            if target.starts_with('/') {
+                return Err(FsError::denied(format!(
+                    "{path}: path resolves outside the export root"
+                )));
+            }
+            let base = self.relpath_of(&parent)?;
+            let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
+            for part in target.split('/') {
+                match part {
+                    "" | "." => {}
+                    ".." => {
+                        if parts.pop().is_none() {
+                            return Err(FsError::denied(format!(
+                                "{path}: path resolves outside the export root"
+                            )));
+                        }
+                    }
+                    other => parts.push(other),
+                }
+            }
+            current = parts.join("/");
+            if current.is_empty() {
+                return Err(FsError::new(libc::EISDIR, strerror(libc::EISDIR)));
+            }
+        }
+        Err(FsError::new(libc::ELOOP, strerror(libc::ELOOP)))
     }
 
     pub fn stat(&self, path: &str, follow: bool) -> FsResult<StatInfo> {
@@ -321,19 +381,21 @@ pub fn to_stat(st: &rustix::fs::Stat) -> StatInfo {
     }
 }
 
-/// Reads up to `len` bytes at `offset`, short only at end of file.
+/// Reads up to `len` bytes at `offset`, short only at end of file. The buffer is filled by the
+/// kernel straight into uninitialised capacity (no zeroing pass over up to 8 MiB).
 pub fn read_full_at(file: &File, offset: u64, len: usize) -> FsResult<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
+    let mut buf: Vec<u8> = Vec::with_capacity(len.max(1));
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
             Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    buf.truncate(done);
+    // The capacity may exceed `len`; never return more than was asked for.
+    buf.truncate(len);
     Ok(buf)
 }
 

@@ -1,6 +1,11 @@
 //! Open files of one client connection: plain reads, in-place writes, appends under a per-file
 //! lock, and staged writes (`O_TRUNC` / `O_CREAT|O_EXCL`) that go to an unnamed temp file in the
-//! target directory and are published atomically on close.
+//! target directory and are published atomically on close (through a symlink inside the export,
+//! the link's target is replaced and the link stays).
+//!
+//! Durability: closing a file that was opened for writing fsyncs its data before the close is
+//! acknowledged; a published staged file is renamed after its data is on disk, and the
+//! directory is fsynced after the rename.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -150,7 +155,7 @@ impl OpenFile {
         })
     }
 
-    /// A staged open, or `None` when the target is a symlink (then the write goes in place).
+    /// A staged open (`None` is never returned today; kept for targets that cannot be staged).
     fn open_staged(
         root: &ExportRoot,
         coord: &Arc<Coordination>,
@@ -169,7 +174,16 @@ impl OpenFile {
             return Err(exists_err());
         }
         match &existing {
-            Some(st) if st.is_symlink() => return Ok(None),
+            Some(st) if st.is_symlink() => {
+                // Stage next to the link's final target (contained in the export).
+                let target = root.resolve_final_symlinks(path)?;
+                return Self::open_staged(root, coord, &target, flags, mode).map(|file| {
+                    file.map(|mut f| {
+                        f.path = path.to_string();
+                        f
+                    })
+                });
+            }
             Some(st) if st.is_dir() => {
                 return Err(FsError::new(
                     libc::EISDIR,
@@ -278,12 +292,30 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Publishes a staged file (atomic rename, or an atomic no-replace link for `O_EXCL`).
+    /// Makes written data durable (fsync), then publishes a staged file (atomic rename, or an
+    /// atomic no-replace link for `O_EXCL`) and fsyncs its directory.
     pub fn close(&self) -> FsResult<()> {
+        if self.flags.write {
+            self.file.sync_all()?;
+        }
         let staged = self.staged.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(staged) = staged else {
             return Ok(());
         };
+        self.publish(&staged)?;
+        // The rename is durable once the directory is: open it for reading (the staged parent
+        // is an O_PATH fd, which cannot be fsynced).
+        let dir = rustix::fs::openat(
+            &staged.parent,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rustix::fs::fsync(&dir)?;
+        Ok(())
+    }
+
+    fn publish(&self, staged: &Staged) -> FsResult<()> {
         let exclusive = staged.exclusive.is_some();
         let parent = &staged.parent;
         let name = staged.name.as_str();

@@ -33,6 +33,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    JoinSecret(#[from] crate::config::join_secret::JoinSecretError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -84,6 +86,7 @@ impl Drop for RunningAgent {
 /// Opens the export roots, binds the data port and starts serving and registering.
 pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
     let fs = &config.fluxon_fs;
+    let join_secret = fs.agent.join_secret_source().load()?;
     let mut exports = HashMap::new();
     let mut announced = BTreeMap::new();
     for (name, export) in &fs.cache.exports {
@@ -134,6 +137,7 @@ pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
             agent_instance_key: fs.agent.instance_key.clone(),
             data_addr,
             exports: announced,
+            join_secret,
         },
     ));
     tracing::info!(%addr, "fluxon-fs agent serving");

@@ -11,6 +11,8 @@
 //!     advertise_addr: host:34190     # optional; what clients dial (required if listen_addr
 //!                                    # is a wildcard address)
 //!     master_addr: 127.0.0.1:34180   # required; the master's HTTP endpoint
+//!     join_secret_file: /etc/fluxon/join_secret  # one of the two is required: the master's
+//!     # join_secret: "..."                       # agent_join_secret, proven on registration
 //!   cache:
 //!     exports:                       # the static exports this agent serves
 //!       demo-export:
@@ -20,11 +22,15 @@
 //! `fluxon_fs.agent` is ours: upstream took the agent's identity and addresses from a separate
 //! `kvclient` section and the KV cluster, which this product does not have.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::cache::CacheSection;
 use super::checks::{self, record};
+use super::join_secret::JoinSecretSource;
 use super::master::MasterSection;
+use super::secret::Secret;
 use super::{ConfigFile, ValidationErrors};
 
 /// The whole agent config file.
@@ -52,12 +58,27 @@ pub struct AgentSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise_addr: Option<String>,
     pub master_addr: String,
+    /// The master's `agent_join_secret`, proven (HMAC) on every registration; inline form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_secret: Option<Secret>,
+    /// The same secret read from a file (trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_secret_file: Option<PathBuf>,
 }
 
 impl AgentSection {
     /// The address clients dial: `advertise_addr`, else `listen_addr`.
     pub fn data_addr(&self) -> &str {
         self.advertise_addr.as_deref().unwrap_or(&self.listen_addr)
+    }
+
+    /// The join secret source, as configured.
+    pub fn join_secret_source(&self) -> JoinSecretSource {
+        JoinSecretSource::new(
+            "fluxon_fs.agent.join_secret",
+            self.join_secret.clone(),
+            self.join_secret_file.clone(),
+        )
     }
 }
 
@@ -102,6 +123,7 @@ impl ConfigFile for AgentConfig {
                 "must differ from fluxon_fs.master.instance_key",
             );
         }
+        agent.join_secret_source().validate_into(&mut errors);
         fs.cache.validate_into("fluxon_fs.cache", &mut errors);
         errors.into_result()
     }

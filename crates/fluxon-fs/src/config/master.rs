@@ -5,6 +5,8 @@
 //!   master:
 //!     instance_key: demo_fs_master     # required; clients and agents find the master by it
 //!     pull_interval_ms: 1000           # optional, >0; snapshot poll interval handed to clients
+//!     agent_join_secret_file: /etc/fluxon/join_secret  # one of the two is required: the
+//!     # agent_join_secret: "..."                       # secret agents prove when registering
 //!   master_panel:
 //!     listen_addr: 0.0.0.0:34180       # required, host:port; bind address only
 //!     public_base_url: http://h:34180  # optional; links shown by the UI
@@ -25,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::access::BootstrapAccessModel;
 use super::cache::CacheSection;
 use super::checks::{self, record};
+use super::join_secret::JoinSecretSource;
+use super::secret::Secret;
 use super::{ConfigFile, ValidationErrors};
 use crate::store::StoreConfig;
 
@@ -39,7 +43,7 @@ pub struct MasterConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MasterFluxonFs {
-    pub master: MasterSection,
+    pub master: MasterServerSection,
     pub master_panel: MasterPanel,
     #[serde(default)]
     pub cache: CacheSection,
@@ -69,6 +73,41 @@ pub struct MasterPanel {
     pub bootstrap_access_model: BootstrapAccessModel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_state_store: Option<StoreConfig>,
+}
+
+/// `fluxon_fs.master` in the master's own config: the shared keys plus the agent join secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterServerSection {
+    pub instance_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_interval_ms: Option<u64>,
+    /// The secret agents prove (HMAC) when they register; inline form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_join_secret: Option<Secret>,
+    /// The same secret read from a file (trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_join_secret_file: Option<PathBuf>,
+}
+
+impl MasterServerSection {
+    /// The join secret source, as configured.
+    pub fn join_secret_source(&self) -> JoinSecretSource {
+        JoinSecretSource::new(
+            "fluxon_fs.master.agent_join_secret",
+            self.agent_join_secret.clone(),
+            self.agent_join_secret_file.clone(),
+        )
+    }
+
+    fn validate_into(&self, path: &str, errors: &mut ValidationErrors) {
+        MasterSection {
+            instance_key: self.instance_key.clone(),
+            pull_interval_ms: self.pull_interval_ms,
+        }
+        .validate_into(path, errors);
+        self.join_secret_source().validate_into(errors);
+    }
 }
 
 impl ConfigFile for MasterConfig {

@@ -28,6 +28,7 @@ pub mod cache;
 mod checks;
 pub mod client;
 pub mod error;
+pub mod join_secret;
 pub mod master;
 pub mod secret;
 mod store_serde;
@@ -41,7 +42,8 @@ pub use agent::{AgentConfig, AgentFluxonFs, AgentSection};
 pub use cache::{CacheSection, ExportConfig};
 pub use client::{CacheConfig, CacheFluxonFs, ClientMasterConfig, ClientMasterFluxonFs};
 pub use error::{ConfigError, ValidationErrors, ValidationIssue};
-pub use master::{MasterConfig, MasterFluxonFs, MasterPanel, MasterSection};
+pub use join_secret::{JoinSecret, JoinSecretSource};
+pub use master::{MasterConfig, MasterFluxonFs, MasterPanel, MasterSection, MasterServerSection};
 pub use secret::Secret;
 
 /// A config file: parsed from YAML (unknown keys rejected by serde), then validated.

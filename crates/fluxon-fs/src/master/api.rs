@@ -8,9 +8,10 @@
 //! | `GET/POST /api/v1/scopes`, `POST /api/v1/scopes/delete` | [`access::ScopeRecord`] / [`ScopeId`] |
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -217,8 +218,19 @@ async fn snapshot(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<
 
 async fn register(
     State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<RegisterReply> {
+    if let Err(refusal) = crate::join::check_request(&state.join_secret, &req, now_unix_ms()) {
+        tracing::warn!(
+            agent = %req.agent_instance_key,
+            %peer,
+            "agent registration refused: {refusal}"
+        );
+        return Err(unauthorized(format!(
+            "agent registration refused: {refusal}"
+        )));
+    }
     let key = &state.config.fluxon_fs.master.instance_key;
     if &req.master_instance_key != key {
         return Err(ApiError(
@@ -241,12 +253,15 @@ async fn register(
             "agent registered"
         );
     }
-    Ok(Json(RegisterReply {
+    let mut reply = RegisterReply {
         master_instance_key: key.clone(),
         token_public_key: state.signer.public_key_b64(),
         heartbeat_interval_ms: state.pull_interval_ms,
         expire_after_ms: state.pull_interval_ms * super::MISSED_HEARTBEATS as u64,
-    }))
+        mac: String::new(),
+    };
+    crate::join::sign_reply(&state.join_secret, &req.nonce, &mut reply);
+    Ok(Json(reply))
 }
 
 /// `POST /api/v1/account/password`.

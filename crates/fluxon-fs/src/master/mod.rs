@@ -38,6 +38,8 @@ pub enum MasterError {
     },
     #[error("access DB: {0}")]
     Access(#[from] AccessError),
+    #[error("{0}")]
+    JoinSecret(#[from] crate::config::join_secret::JoinSecretError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -54,6 +56,8 @@ pub struct MasterState {
     pub verifier: fluxon_fs_proto::TokenVerifier,
     pub registry: Registry,
     pub pull_interval_ms: u64,
+    /// What agents must prove when registering.
+    pub join_secret: crate::config::JoinSecret,
 }
 
 /// A running master.
@@ -93,6 +97,7 @@ impl Drop for RunningMaster {
 
 /// Opens the access DB (bootstrapping an empty one), binds and serves.
 pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
+    let join_secret = config.fluxon_fs.master.join_secret_source().load()?;
     let panel = &config.fluxon_fs.master_panel;
     let path = panel.access_db_path.clone();
     let store = RedbStore::open(&path)
@@ -135,10 +140,12 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
             pull_interval_ms * MISSED_HEARTBEATS as u64,
         )),
         pull_interval_ms,
+        join_secret,
     });
     let app = api::router(state);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stopped.await;
         });

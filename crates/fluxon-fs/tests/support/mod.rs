@@ -11,6 +11,8 @@ use fluxon_fs::master::RunningMaster;
 use fluxon_fs_client::{Client, ClientOptions};
 
 pub const EXPORT: &str = "demo-export";
+/// The agent join secret of the test master and agent.
+pub const JOIN_SECRET: &str = "test-join-secret-0123456789";
 
 /// Users: admin (manager), rw (whole export), ro (read only), pre (read_write on docs/, read on
 /// pub/), nobody (no scopes).
@@ -20,6 +22,7 @@ pub fn master_yaml(listen: &str, db: &Path) -> String {
   master:
     instance_key: test_master
     pull_interval_ms: 200
+    agent_join_secret: {JOIN_SECRET}
   master_panel:
     listen_addr: {listen}
     access_db_path: {db}
@@ -49,6 +52,7 @@ pub fn agent_yaml(listen: &str, master: &str, root: &Path) -> String {
     instance_key: test_agent
     listen_addr: {listen}
     master_addr: {master}
+    join_secret: {JOIN_SECRET}
   cache:
     exports:
       {EXPORT}:

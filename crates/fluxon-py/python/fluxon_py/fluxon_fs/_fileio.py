@@ -147,8 +147,11 @@ class RemoteRawIO(io.RawIOBase):
     # -- writing -----------------------------------------------------------------------------
     def write(self, data: Any) -> int:
         self._check_writable()
-        payload = bytes(data)
-        if not payload:
+        try:  # the native side copies once; no bytes() copy of a contiguous buffer here
+            payload = data if type(data) is bytes else memoryview(data).cast("B")
+        except TypeError:
+            payload = bytes(data)
+        if not len(payload):
             return 0
         with self._lock:
             if self._append:
