@@ -118,7 +118,7 @@ def failover(cluster, kills):
         for _ in range(kills):
             time.sleep(2)
             leader = cluster.wait_leader(30)
-            pid = cluster.nodes()[leader]["pid"]
+            pid = cluster.pid(leader)
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             deadline = killed_at + 30
@@ -171,7 +171,7 @@ def main():
             results["galera"] = measure("galera", galera.ports[0], ROOT_PASSWORD, a.time)
         finally:
             galera.stop()
-    cluster = DevCluster(3)
+    cluster = DevCluster(3, serve_args=["--engine-buffer-pool", "512M"])
     try:
         leader = cluster.wait_leader(60)
         follower = (leader + 1) % cluster.count
