@@ -183,72 +183,29 @@ impl StatementContext {
 /// Names of the user variables (`@name`) a statement mentions, outside strings, quoted
 /// identifiers and comments. `@@system` variables and `user@host` account names are skipped.
 pub fn user_variables(sql: &str) -> Vec<String> {
-    let b = sql.as_bytes();
+    use crate::sql::lexer::{lex, Escapes, TokKind};
+    let lexed = lex(sql, Escapes::Backslash);
     let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
-    while i < b.len() {
-        match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() {
-                    if b[i] == b'\\' && q != b'`' {
-                        i += 2;
-                        continue;
-                    }
-                    if b[i] == q {
-                        if b.get(i + 1) == Some(&q) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
+    for (k, t) in lexed.tokens.iter().enumerate() {
+        if t.kind != TokKind::UserVar {
+            continue;
+        }
+        // `app@localhost`, `'x'@'%'`: the `@` of an account name follows its user part.
+        let account = k > 0 && {
+            let p = &lexed.tokens[k - 1];
+            p.end == t.start
+                && matches!(p.kind, TokKind::Word | TokKind::Str | TokKind::QuotedIdent)
+        };
+        let name = &sql[t.start + 1..t.end];
+        let plain = !name.is_empty()
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$' | b'.') || c >= 0x80);
+        if !account && plain {
+            let name = name.to_ascii_lowercase();
+            if !out.contains(&name) {
+                out.push(name);
             }
-            b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'-' if b.get(i + 1) == Some(&b'-')
-                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
-            {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') && b.get(i + 2) != Some(&b'!') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 2;
-            }
-            b'@' => {
-                let after_ident = i > 0 && (ident(b[i - 1]) || matches!(b[i - 1], b'\'' | b'`'));
-                if b.get(i + 1) == Some(&b'@') {
-                    i += 2;
-                    while i < b.len() && (ident(b[i]) || b[i] == b'.') {
-                        i += 1;
-                    }
-                    continue;
-                }
-                let start = i + 1;
-                let mut end = start;
-                while end < b.len() && (ident(b[end]) || b[end] == b'.') {
-                    end += 1;
-                }
-                if !after_ident && end > start {
-                    let name = sql[start..end].to_ascii_lowercase();
-                    if !out.contains(&name) {
-                        out.push(name);
-                    }
-                }
-                i = end.max(i + 1);
-            }
-            _ => i += 1,
         }
     }
     out
@@ -269,6 +226,10 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(user_variables("SET @x := @x + 1 /* @y */"), vec!["x"]);
+        assert_eq!(
+            user_variables("SELECT 1 /*!50001 + @z */, \"@q\""),
+            vec!["z"]
+        );
     }
 
     #[test]

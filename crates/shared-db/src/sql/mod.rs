@@ -4,5 +4,5 @@
 pub mod classify;
 pub mod determinism;
 mod functions;
-mod lexer;
+pub(crate) mod lexer;
 mod split;
