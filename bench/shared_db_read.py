@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 os.environ.setdefault("SHARED_DB_TEST_PROFILE", "release")
-from conftest import MariaDbServers, Operator  # noqa: E402  (shared process helpers)
+from sdb_procs import MariaDbServers, Operator  # noqa: E402  (shared process helpers)
 
 
 def sysbench(test, port, pw, threads, seconds, tables, size, action="run"):

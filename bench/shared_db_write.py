@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("SHARED_DB_TEST_PROFILE", "release")
-from conftest import SHARED_DB, MariaDbServers  # noqa: E402
+from sdb_procs import SHARED_DB, MariaDbServers  # noqa: E402
 from galera import GaleraCluster  # noqa: E402
 from shared_db_cluster import DevCluster, wait_for  # noqa: E402
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pymysql
 
-from conftest import SHARED_DB
+from sdb_procs import SHARED_DB
 
 
 def wait_for(what, predicate, timeout, interval=0.05):

@@ -8,7 +8,7 @@ import urllib.request
 import pymysql
 import pytest
 
-from conftest import MariaDbServers, Operator
+from sdb_procs import MariaDbServers, Operator
 
 
 @pytest.fixture(scope="module")

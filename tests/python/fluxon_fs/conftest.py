@@ -25,24 +25,11 @@ from stack import RealStack, require_real_stack
 require_real_stack()
 
 from fluxon_py.config import FluxonKvClientConfig  # noqa: E402
-from fluxon_py.fluxon_fs import FluxonFsPatcher  # noqa: E402
 from fluxon_py.kvclient import new_store  # noqa: E402
 
 from trace_util import Trace  # noqa: E402
 
-USERS = {
-    "admin": {"password": "admin-pw-1", "can_manage_users": True},
-    "reader": {"password": "reader-pw-1"},
-    "writer": {"password": "writer-pw-1"},
-    "docs": {"password": "docs-pw-1"},
-}
-SCOPES = [
-    {"export_name": "demo-export", "prefix": "", "mode": "read", "usernames": ["reader"]},
-    {"export_name": "demo-export", "prefix": "", "mode": "read_write", "usernames": ["writer"]},
-    {"export_name": "demo-export", "prefix": "docs/", "mode": "read_write",
-     "usernames": ["docs"]},
-]
-
+from fs_users import SCOPES, USERS, configured_patcher  # noqa: E402,F401
 
 def pytest_report_header(config):
     import fluxon_py._native as native
@@ -63,14 +50,6 @@ def fs_stack(tmp_path_factory):
 def store(fs_stack):
     s = new_store(FluxonKvClientConfig(master_addr=fs_stack.master_addr))
     yield s
-
-
-def configured_patcher(stack, store, user="admin"):
-    p = FluxonFsPatcher(store)
-    p.set_master_config_yaml(stack.master_yaml())
-    p.set_cache_config_yaml(stack.cache_yaml())
-    p.set_request_identity(user, USERS[user]["password"])
-    return p
 
 
 @pytest.fixture(scope="session")

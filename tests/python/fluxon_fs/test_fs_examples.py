@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import USERS
+from fs_users import USERS
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import USERS
+from fs_users import USERS
 from stack import RealStack, free_port
 from fluxon_py.config import FluxonKvClientConfig
 from fluxon_py.fluxon_fs import FluxonFsPatcher

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import USERS, configured_patcher
+from fs_users import USERS, configured_patcher
 from fluxon_py.config import FluxonKvClientConfig
 from fluxon_py.fluxon_fs import FluxonFsPatcher
 from fluxon_py.kvclient import new_store

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import USERS, configured_patcher
+from fs_users import USERS, configured_patcher
 from mp_worker import check, payload
 
 WORKER = str(Path(__file__).with_name("mp_worker.py"))
