@@ -43,9 +43,7 @@ def sysbench(test, port, pw, threads, seconds, action="run", extra=()):
         "--mysql-user=root", f"--mysql-password={pw}", "--mysql-db=test_db", "--tables=4",
         "--table-size=10000", f"--threads={threads}", f"--time={seconds}",
         "--report-interval=0", "--mysql-ignore-errors=1213,1205,1020",
-        # Text protocol for every system: shared-db does not replicate prepared statements
-        # inside transactions yet (sysbench prepares BEGIN/COMMIT).
-        "--db-ps-mode=disable", *extra, action,
+        *extra, action,
     ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 600)
     if out.returncode != 0:

@@ -68,3 +68,98 @@ async fn single_node_log_applies_writes_and_reports_status() {
     assert_eq!(status["replication"]["engine_state"], "running");
     assert_eq!(status["node"]["role"], "leader");
 }
+
+/// Drivers and sysbench (by default) prepare `BEGIN`/`COMMIT`/`ROLLBACK` and the writes between
+/// them: the transaction runs on the leader's shadow session and commits or rolls back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transaction_control_and_writes_replicate() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[("REPLICATION", "single")]);
+    let mut c = Conn::new(Opts::from_url(&op.url(db.password())).unwrap())
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE test_db.p (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.exec_drop("BEGIN", ()).await.unwrap();
+    c.exec_drop("INSERT INTO test_db.p VALUES (?, ?)", (1, 10))
+        .await
+        .unwrap();
+    c.exec_drop("ROLLBACK", ()).await.unwrap();
+    c.exec_drop("START TRANSACTION", ()).await.unwrap();
+    c.exec_drop("INSERT INTO test_db.p VALUES (?, ?)", (2, 20))
+        .await
+        .unwrap();
+    c.exec_drop("UPDATE test_db.p SET v = v + ? WHERE id = ?", (1, 2))
+        .await
+        .unwrap();
+    assert_eq!(c.affected_rows(), 1);
+    c.exec_drop("COMMIT", ()).await.unwrap();
+    let rows: Vec<(i32, i32)> = c.query("SELECT id, v FROM test_db.p").await.unwrap();
+    assert_eq!(rows, vec![(2, 21)]);
+    // The committed transaction went through the log (barrier, DDL + its report, one txn).
+    let status = op.status();
+    assert_eq!(status["replication"]["applied_index"], 4, "{status}");
+}
+
+/// A deadlock rolls the loser's whole transaction back, as on MariaDB; its retry (a new
+/// `BEGIN`) starts afresh instead of hitting the rolled-back XA branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_transaction_ends_and_its_retry_starts_afresh() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[("REPLICATION", "single")]);
+    let url = op.url(db.password());
+    let mut a = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    let mut b = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    a.query_drop("CREATE TABLE test_db.d (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO test_db.d VALUES (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    a.query_drop("UPDATE test_db.d SET v = v + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    b.query_drop("UPDATE test_db.d SET v = v + 10 WHERE id = 2")
+        .await
+        .unwrap();
+    // Each now wants the other's row: whichever order they arrive in, one deadlocks.
+    let ta = tokio::spawn(async move {
+        let r = a
+            .query_drop("UPDATE test_db.d SET v = v + 1 WHERE id = 2")
+            .await;
+        (a, r)
+    });
+    let tb = tokio::spawn(async move {
+        let r = b
+            .query_drop("UPDATE test_db.d SET v = v + 10 WHERE id = 1")
+            .await;
+        (b, r)
+    });
+    let (mut a, ra) = ta.await.unwrap();
+    let (mut b, rb) = tb.await.unwrap();
+    let code = |r: &Result<(), mysql_async::Error>| match r {
+        Err(mysql_async::Error::Server(e)) => Some(e.code),
+        _ => None,
+    };
+    let (winner, loser, step) = match (code(&ra), code(&rb)) {
+        (Some(1213), None) => (&mut b, &mut a, 1),
+        (None, Some(1213)) => (&mut a, &mut b, 10),
+        other => panic!("expected exactly one deadlock, got {other:?}"),
+    };
+    winner.query_drop("COMMIT").await.unwrap();
+    // The loser's transaction is gone; its retry works.
+    loser.query_drop("BEGIN").await.unwrap();
+    loser
+        .exec_drop("UPDATE test_db.d SET v = v + ? WHERE id IN (1, 2)", (step,))
+        .await
+        .unwrap();
+    loser.query_drop("COMMIT").await.unwrap();
+    let rows: Vec<(i32, i32)> = a
+        .query("SELECT id, v FROM test_db.d ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(1, 11), (2, 11)]);
+}

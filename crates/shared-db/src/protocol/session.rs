@@ -314,9 +314,13 @@ impl Session {
                         Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE")
                     )
                 });
-                if class.kind == StatementKind::Write && dml && !class.is_multi {
+                // Transaction control (sysbench and some drivers prepare BEGIN/COMMIT) answers
+                // an OK packet in either protocol, so it takes the same text path.
+                let txn_control = matches!(class.kind, StatementKind::Transaction(_));
+                if (class.kind == StatementKind::Write && dml || txn_control) && !class.is_multi {
                     // Prepared on the local engine for its metadata; executed as text on
-                    // the leader.
+                    // the leader (writes) or through the session's routing (transaction
+                    // control).
                     let next = self.forward(raw, Some(Expect::Prepare)).await;
                     if let (Some((id, params)), Some(sql)) = (self.last_prepared.take(), text) {
                         self.prepared_writes.insert(
@@ -334,9 +338,10 @@ impl Session {
                     self.reply_error(&SqlError::new(
                         1235,
                         "42000",
-                        "shared-db cannot replicate this statement: prepared statements that \
-                         write (or run inside a transaction) are not replicated yet; use the \
-                         text protocol",
+                        "shared-db cannot replicate this statement: prepared statements other \
+                         than INSERT/UPDATE/DELETE/REPLACE and transaction control that write, \
+                         and prepared reads inside a transaction, are not replicated yet; use \
+                         the text protocol",
                     ))
                     .await;
                     return Next::Continue;

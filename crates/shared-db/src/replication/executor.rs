@@ -87,6 +87,8 @@ pub enum ExecError {
 
 /// How long a DDL statement waits for open transactions to finish.
 const DDL_GATE_WAIT: Duration = Duration::from_secs(10);
+/// `ER_LOCK_DEADLOCK`: the engine rolled the whole transaction back.
+const ER_LOCK_DEADLOCK: u16 = 1213;
 
 struct OpenTxn {
     xid: String,
@@ -520,6 +522,10 @@ impl Executor {
                     s.replayed += 1;
                 }
                 match run_query(&mut c, sql).await {
+                    Ok(r) if in_txn && r.outcome.error == ER_LOCK_DEADLOCK => {
+                        drop(c);
+                        self.end_deadlocked(s, r.packets).await
+                    }
                     Ok(r) => ExecResponse {
                         packets: r.packets,
                         commit_index: None,
@@ -528,6 +534,18 @@ impl Executor {
                     Err(e) => err_response(&engine_error(&e), in_txn),
                 }
             }
+        }
+    }
+
+    /// A deadlock rolled the engine's whole transaction back and left its XA branch
+    /// rollback-only: end the branch and leave the session outside a transaction, as MariaDB
+    /// does for a plain transaction, so the client's retry (`BEGIN` …) starts afresh.
+    async fn end_deadlocked(&self, s: &mut Shadow, packets: Vec<Vec<u8>>) -> ExecResponse {
+        self.rollback(s).await;
+        ExecResponse {
+            packets,
+            commit_index: None,
+            in_txn: false,
         }
     }
 
@@ -556,6 +574,10 @@ impl Executor {
             Ok(r) => r,
             Err(e) => return err_response(&engine_error(&e), true),
         };
+        if r.outcome.error == ER_LOCK_DEADLOCK {
+            drop(c);
+            return self.end_deadlocked(s, r.packets).await;
+        }
         if r.outcome.error == 0 && r.outcome.last_insert_id > 0 {
             ctx.insert_id = Some(r.outcome.last_insert_id);
         }
