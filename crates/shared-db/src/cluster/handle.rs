@@ -262,12 +262,21 @@ impl Cluster {
     /// cut off from the majority answers `false` after `within` (or at once before any
     /// contact).
     pub fn in_majority_contact(&self, within: Duration) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        let voters = m.membership_config.membership().voter_ids().count();
-        if m.state == ServerState::Leader {
-            return voters <= 1
-                || m.millis_since_quorum_ack
-                    .is_some_and(|ms| u128::from(ms) <= within.as_millis());
+        // Called before every client command: read the metrics in place, no clone.
+        let metrics = self.raft.metrics();
+        {
+            let m = metrics.borrow();
+            if m.state == ServerState::Leader {
+                let alone = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .nth(1)
+                    .is_none();
+                return alone
+                    || m.millis_since_quorum_ack
+                        .is_some_and(|ms| u128::from(ms) <= within.as_millis());
+            }
         }
         let at = *self
             .last_leader_contact

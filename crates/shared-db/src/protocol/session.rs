@@ -883,6 +883,11 @@ fn parse_kill(sql: &[u8]) -> Option<Kill> {
 /// (`SELECT @@socket`, mysql_async's `SELECT @@max_allowed_packet, @@socket, …`), the same
 /// query with `@@socket` answered as NULL; `None` for anything else.
 fn without_socket(sql: &[u8]) -> Option<String> {
+    // Runs on every query: give up at once on anything long or not starting with SELECT.
+    let head = sql.trim_ascii_start();
+    if sql.len() > 1024 || !head.get(..6)?.eq_ignore_ascii_case(b"select") {
+        return None;
+    }
     let text = std::str::from_utf8(sql).ok()?;
     let text = text.trim().trim_end_matches(';').trim_end();
     let (select, rest) = text.split_at_checked(6)?;
