@@ -202,6 +202,15 @@ class DevCluster:
                 pass
         return "\n".join(out)
 
+    def cluster_cli(self, *args, node=0, timeout=600):
+        """`shared-db cluster <args> --node <node i's internal API>`, signed with the secret."""
+        info = json.loads((self.data / "nodes.json").read_text())
+        env = dict(os.environ, CLUSTER_SECRET_FILE=info["cluster_secret_file"])
+        env.pop("CLUSTER_SECRET", None)
+        api = f"127.0.0.1:{info['nodes'][node]['api_port']}"
+        return subprocess.run([SHARED_DB, "cluster", *args, "--node", api], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
     # -- clients --------------------------------------------------------------------
     def connect(self, i, **kw):
         args = dict(host="127.0.0.1", port=self.mysql_ports[i], user="root",

@@ -348,3 +348,17 @@ def test_a_follower_whose_outcome_differs_reports_diverged(cluster):
             c.close()
     others = [i for i in range(3) if i != victim]
     assert not any(cluster.status(i)["node"]["diverged"] for i in others)
+
+    # One command re-syncs it from the leader's snapshot; it serves clients again and has
+    # the leader's data, including writes made while it re-syncs.
+    conn = cluster.connect(cluster.wait_leader())
+    rows(conn, "INSERT INTO divg.t VALUES (4, 0)")
+    out = cluster.cluster_cli("resync", node=victim)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows(conn, "INSERT INTO divg.t VALUES (5, 0)")
+    conn.close()
+    assert cluster.status(victim)["node"]["diverged"] is False
+    cluster.wait_converged()
+    result = checksums(cluster, "divg", ["t"])
+    assert result[0] == result[1] == result[2], result
+    assert len(result[victim][1][0]) == 5

@@ -1,5 +1,5 @@
 //! `shared-db cluster …`: operator commands against a running cluster's internal API
-//! (`status`, `add-node`), signed with the cluster secret.
+//! (`status`, `add-node`, `remove-node`, `resync`), signed with the cluster secret.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +40,9 @@ pub enum ClusterCommand {
         #[arg(long)]
         mysql: String,
     },
+    /// Re-syncs a diverged node (`--node` is its internal API): it installs a fresh snapshot
+    /// of the leader's databases and serves clients again.
+    Resync(Target),
     /// Removes a node from the membership (stop it first if it is still running).
     RemoveNode {
         #[command(flatten)]
@@ -168,6 +171,23 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("node {id} removed; members:");
             print_members(&members);
+            Ok(())
+        }
+        ClusterCommand::Resync(target) => {
+            let c = client(&target)?;
+            let done: serde_json::Value = c
+                .post_json(
+                    &target.node,
+                    "/replication/resync",
+                    &serde_json::json!({}),
+                    Duration::from_secs(900),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{} re-synced: installed the leader's snapshot at log index {}",
+                target.node, done["installed_index"]
+            );
             Ok(())
         }
     }

@@ -121,6 +121,9 @@ pub struct ReplicaEngine {
     applied: watch::Sender<u64>,
     diverged: Mutex<Option<String>>,
     diverged_flag: AtomicBool,
+    /// Held for writing while a diverged node re-syncs from the leader's snapshot: entries
+    /// wait instead of being skipped, so none falls between the snapshot and the log.
+    resync_gate: tokio::sync::RwLock<()>,
     pub xa: Arc<XaRegistry>,
     /// DDL outcomes on this node, by log index, for comparison with the leader's report.
     snapshot_lock: tokio::sync::Mutex<()>,
@@ -168,6 +171,7 @@ impl ReplicaEngine {
             applied,
             diverged_flag: AtomicBool::new(diverged.is_some()),
             diverged: Mutex::new(diverged),
+            resync_gate: tokio::sync::RwLock::new(()),
             xa: Arc::new(XaRegistry::default()),
             snapshot_lock: tokio::sync::Mutex::new(()),
         }))
@@ -216,6 +220,29 @@ impl ReplicaEngine {
         })
     }
 
+    /// Stops applying entries until the guard is dropped (they wait, none is skipped).
+    pub async fn pause_apply(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.resync_gate.write().await
+    }
+
+    /// After a re-sync installed a snapshot: this node matches the leader again.
+    pub async fn clear_diverged(&self) -> Result<(), StateMachineError> {
+        let mut inner = self.inner.lock().await;
+        let m = self
+            .meta_conn(&mut inner)
+            .await
+            .map_err(|e| StateMachineError::Engine(e.to_string()))?;
+        meta::write_diverged(m, None)
+            .await
+            .map_err(|e| StateMachineError::Engine(e.to_string()))?;
+        if let Ok(mut d) = self.diverged.lock() {
+            *d = None;
+        }
+        self.diverged_flag.store(false, Ordering::Release);
+        tracing::info!("re-synced from the leader's snapshot; serving clients again");
+        Ok(())
+    }
+
     async fn mark_diverged(&self, inner: &mut Inner, reason: String) {
         tracing::error!(%reason, "this node diverged from the leader; it stops serving clients");
         if let Ok(mut d) = self.diverged.lock() {
@@ -238,6 +265,7 @@ impl ReplicaEngine {
             index: pos.index,
             reason: e.to_string(),
         })?;
+        let _resync = self.resync_gate.read().await;
         let mut inner = self.inner.lock().await;
         if inner.last.is_some_and(|l| l.index >= pos.index) {
             return Ok(ApplyReply::Duplicate);
