@@ -265,7 +265,6 @@ impl ReplicaEngine {
             index: pos.index,
             reason: e.to_string(),
         })?;
-        let _resync = self.resync_gate.read().await;
         let mut inner = self.inner.lock().await;
         if inner.last.is_some_and(|l| l.index >= pos.index) {
             return Ok(ApplyReply::Duplicate);
@@ -609,6 +608,9 @@ impl StateMachine for ReplicaEngine {
         payload: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StateMachineError>> {
         Box::pin(async move {
+            // The re-sync gate first: a paused entry must not hold the snapshot lock the
+            // re-sync's install needs.
+            let _resync = self.resync_gate.read().await;
             let _snap = self.snapshot_lock.lock().await;
             self.apply_entry(pos, &payload).await.map(|r| r.encode())
         })
