@@ -89,42 +89,11 @@ pub async fn xa_recover(b: &mut Backend) -> Result<Vec<String>, BackendError> {
     if c.outcome.error != 0 {
         return Err(server_error(&c.outcome));
     }
-    // Rows: formatID, gtrid_length, bqual_length, data. Collected keeps the first row only,
-    // so read every row from the packets.
-    let mut out = Vec::new();
-    let mut eofs = 0;
-    for p in c.packets.iter().skip(1) {
-        if crate::protocol::wire::is_eof(p) {
-            eofs += 1;
-            continue;
-        }
-        if eofs == 1 {
-            if let Some(data) = nth_text(p, 3) {
-                out.push(String::from_utf8_lossy(&data).into_owned());
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn nth_text(row: &[u8], n: usize) -> Option<Vec<u8>> {
-    let mut pos = 0;
-    for i in 0..=n {
-        if row.get(pos) == Some(&0xFB) {
-            if i == n {
-                return None;
-            }
-            pos += 1;
-            continue;
-        }
-        let (len, used) = crate::protocol::wire::get_lenenc_int(row, pos)?;
-        let len = usize::try_from(len).ok()?;
-        if i == n {
-            return row.get(pos + used..pos + used + len).map(<[u8]>::to_vec);
-        }
-        pos += used + len;
-    }
-    None
+    // Rows: formatID, gtrid_length, bqual_length, data.
+    Ok(c.column(3)
+        .into_iter()
+        .map(|data| String::from_utf8_lossy(&data).into_owned())
+        .collect())
 }
 
 /// The statement that sets a key of `flux_meta.state`.
@@ -173,16 +142,7 @@ pub async fn write_diverged(b: &mut Backend, reason: Option<&str>) -> Result<(),
 
 /// The recorded diverged reason, if any.
 pub async fn read_diverged(b: &mut Backend) -> Result<Option<String>, BackendError> {
-    let c = run_query(b, "SELECT v FROM flux_meta.state WHERE k = 'diverged'").await?;
-    if c.outcome.error != 0 {
-        return Err(server_error(&c.outcome));
-    }
-    Ok(c.first_row.and_then(|r| {
-        r.into_iter()
-            .next()
-            .and_then(|(_, _, v)| v)
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-    }))
+    read_state(b, "diverged").await
 }
 
 pub(crate) fn server_error(o: &super::entry::Outcome) -> BackendError {

@@ -26,6 +26,48 @@ pub struct Collected {
     pub first_row: Option<Vec<Cell>>,
 }
 
+impl Collected {
+    /// Column `n` of every text-protocol row (NULL cells left out). `first_row` holds only
+    /// the first row; this reads them all from the packets.
+    pub fn column(&self, n: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut eofs = 0;
+        for p in self.packets.iter().skip(1) {
+            if wire::is_eof(p) {
+                eofs += 1;
+                continue;
+            }
+            if eofs == 1 {
+                if let Some(cell) = nth_text(p, n) {
+                    out.push(cell);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Cell `n` of a text-protocol row; `None` for NULL or a malformed row.
+fn nth_text(row: &[u8], n: usize) -> Option<Vec<u8>> {
+    let mut pos = 0;
+    for i in 0..=n {
+        if row.get(pos) == Some(&0xFB) {
+            if i == n {
+                return None;
+            }
+            pos += 1;
+            continue;
+        }
+        let (len, used) = wire::get_lenenc_int(row, pos)?;
+        let len = usize::try_from(len).ok()?;
+        if i == n {
+            return row.get(pos + used..pos + used + len).map(<[u8]>::to_vec);
+        }
+        pos += used + len;
+    }
+    None
+}
+
 /// Parses an OK packet payload.
 pub fn parse_ok(p: &[u8]) -> Outcome {
     let mut o = Outcome::default();

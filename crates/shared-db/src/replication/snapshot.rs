@@ -53,26 +53,11 @@ pub async fn user_databases(target: &EngineTarget) -> Result<Vec<String>, StateM
     let c = super::response::run_query(&mut b, "SHOW DATABASES")
         .await
         .map_err(err)?;
-    let mut out = Vec::new();
-    let mut eofs = 0;
-    for p in c.packets.iter().skip(1) {
-        if crate::protocol::wire::is_eof(p) {
-            eofs += 1;
-            continue;
-        }
-        if eofs == 1 {
-            if let Some((len, used)) = crate::protocol::wire::get_lenenc_int(p, 0) {
-                let len = usize::try_from(len).unwrap_or(0);
-                if let Some(v) = p.get(used..used + len) {
-                    let name = String::from_utf8_lossy(v).into_owned();
-                    if !SYSTEM_DBS.contains(&name.as_str()) {
-                        out.push(name);
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(c.column(0)
+        .into_iter()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .filter(|name| !SYSTEM_DBS.contains(&name.as_str()))
+        .collect())
 }
 
 /// SHA-256 over the snapshot files in name order, and their total size.
