@@ -246,6 +246,7 @@ async fn resync_here(
     axum::extract::State(r): axum::extract::State<Arc<Resync>>,
 ) -> HttpResult<axum::Json<serde_json::Value>> {
     use axum::http::StatusCode;
+    use tokio::io::AsyncWriteExt;
     let Some(leader) = r.cluster.leader() else {
         return Err(http_err(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -289,13 +290,13 @@ async fn resync_here(
                 "bad snapshot file name from the leader",
             ));
         }
-        let mut data = Vec::with_capacity(usize::try_from(*size).unwrap_or(0));
-        while (data.len() as u64) < *size {
-            let path = format!(
-                "/replication/snapshot/{}/{name}?offset={}",
-                built.id,
-                data.len()
-            );
+        // Streamed to disk chunk by chunk: a dump can be far larger than memory.
+        let mut file = tokio::fs::File::create(dir.join(name))
+            .await
+            .map_err(|e| http_err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let mut written = 0u64;
+        while written < *size {
+            let path = format!("/replication/snapshot/{}/{name}?offset={written}", built.id);
             let chunk = client
                 .call(
                     &leader.internal_addr,
@@ -312,9 +313,12 @@ async fn resync_here(
                     format!("{name} ended early"),
                 ));
             }
-            data.extend_from_slice(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| http_err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            written += chunk.len() as u64;
         }
-        tokio::fs::write(dir.join(name), &data)
+        file.sync_all()
             .await
             .map_err(|e| http_err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     }
