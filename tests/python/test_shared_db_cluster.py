@@ -132,7 +132,7 @@ def test_concurrent_writers_on_every_node_leave_identical_engines(cluster):
     conn.close()
 
 
-def test_a_session_reads_its_own_write_at_once_on_any_node(cluster):
+def test_a_session_reads_its_own_writes_at_once_and_other_nodes_catch_up(cluster):
     setup = cluster.connect(0)
     rows(setup, "CREATE DATABASE IF NOT EXISTS ryw")
     rows(setup, "CREATE TABLE IF NOT EXISTS ryw.t (id INT PRIMARY KEY, v INT)")
