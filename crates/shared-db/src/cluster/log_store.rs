@@ -1,15 +1,17 @@
-//! The durable raft log and vote of one node, in redb (`<data dir>/raft/raft.redb`).
+//! The durable raft log and vote of one node: entries in segment files (`<data dir>/raft/wal/`,
+//! see [`super::wal`]), the vote, the purge point and the state machine glue's small records in
+//! redb (`<data dir>/raft/raft.redb`).
 //!
-//! Every mutation goes through one writer thread that drains whatever is queued and commits it
-//! in a single fsynced transaction (group commit): appends arriving while an fsync is running
-//! share the next one. Appended entries are readable at once from an in-memory pending map
-//! until their transaction is durable; openraft is told an append is flushed only after the
-//! commit. Vote, truncation and purge wait for their commit.
+//! Every mutation goes through one writer thread that drains whatever is queued and makes it
+//! durable together (group commit): appends arriving while an fsync is running share the next
+//! one, and an append costs one `fdatasync` of the segment. Appended entries are readable at
+//! once from an in-memory pending map until they are durable; openraft is told an append is
+//! flushed only after the sync. Vote, truncation and purge wait for theirs.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -19,7 +21,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use super::wal::Wal;
 
+/// Where entries were kept before the segment files (moved into them at open).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -72,6 +76,7 @@ pub struct LogStats {
 
 struct Shared {
     db: Database,
+    wal: Mutex<Wal>,
     /// Appended entries not yet known durable: index → (append sequence, entry).
     pending: Mutex<BTreeMap<u64, (u64, Entry)>>,
     tx: Mutex<mpsc::Sender<Op>>,
@@ -107,9 +112,31 @@ impl LogStore {
         txn.open_table(LOG).map_err(|e| fail(db_err(e)))?;
         txn.open_table(META).map_err(|e| fail(db_err(e)))?;
         txn.commit().map_err(|e| fail(db_err(e)))?;
+        let wal_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("wal"), |d| d.join("wal"));
+        let mut wal = Wal::open(&wal_dir).map_err(|e| fail(e.to_string()))?;
+        move_entries_out_of_redb(&db, &mut wal).map_err(fail)?;
+        // Entries up to the purge point may still be in a segment that holds later ones.
+        let purged: Option<LogId> = {
+            let txn = db.begin_read().map_err(|e| fail(db_err(e)))?;
+            let t = txn.open_table(META).map_err(|e| fail(db_err(e)))?;
+            let v = t.get(K_PURGED).map_err(|e| fail(db_err(e)))?;
+            match v {
+                Some(b) => Some(
+                    postcard::from_bytes(b.value())
+                        .map_err(|e| fail(format!("corrupt {K_PURGED}: {e}")))?,
+                ),
+                None => None,
+            }
+        };
+        if let Some(p) = purged {
+            wal.purge(p.index).map_err(|e| fail(e.to_string()))?;
+        }
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             db,
+            wal: Mutex::new(wal),
             pending: Mutex::new(BTreeMap::new()),
             tx: Mutex::new(tx),
             seq: AtomicU64::new(0),
@@ -154,6 +181,11 @@ impl LogStore {
         Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
+    /// The last entry removed from the log (everything up to it is only in a snapshot).
+    pub fn last_purged(&self) -> Result<Option<LogId>, String> {
+        self.get_decoded(K_PURGED)
+    }
+
     fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
         match self.get_meta(key)? {
             None => Ok(None),
@@ -164,47 +196,66 @@ impl LogStore {
     }
 
     fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, String> {
-        let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
-        {
-            let txn = self.shared.db.begin_read().map_err(db_err)?;
-            let t = txn.open_table(LOG).map_err(db_err)?;
-            let iter = match end {
-                Some(e) => t.range(start..e),
-                None => t.range(start..),
-            }
-            .map_err(db_err)?;
-            for item in iter {
-                let (k, v) = item.map_err(db_err)?;
-                let entry: Entry = postcard::from_bytes(v.value())
-                    .map_err(|e| format!("corrupt log entry {}: {e}", k.value()))?;
-                out.insert(k.value(), entry);
-            }
+        // Entries not yet flushed first: an entry the writer flushes meanwhile is then in one
+        // of the two reads. Replication usually asks for exactly these (still being flushed):
+        // they are served from memory without waiting on the database.
+        let mut out: BTreeMap<u64, Entry> = {
+            let pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let range = (
+                Bound::Included(start),
+                end.map_or(Bound::Unbounded, Bound::Excluded),
+            );
+            pending
+                .range(range)
+                .map(|(i, (_, e))| (*i, e.clone()))
+                .collect()
+        };
+        let covered = end.is_some_and(|e| {
+            e <= start
+                || (out.first_key_value().map(|(i, _)| *i) == Some(start)
+                    && out.len() as u64 == e - start)
+        });
+        if covered {
+            return Ok(out.into_values().collect());
         }
-        let pending = self
+        let located = self
             .shared
-            .pending
+            .wal
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let range = (
-            Bound::Included(start),
-            end.map_or(Bound::Unbounded, Bound::Excluded),
-        );
-        for (i, (_, e)) in pending.range(range) {
-            out.insert(*i, e.clone());
+            .unwrap_or_else(|p| p.into_inner())
+            .locate(start, end);
+        for l in located {
+            if out.contains_key(&l.index) {
+                continue;
+            }
+            let bytes = l.read().map_err(|e| e.to_string())?;
+            let entry: Entry = postcard::from_bytes(&bytes)
+                .map_err(|e| format!("corrupt log entry {}: {e}", l.index))?;
+            out.insert(l.index, entry);
         }
         Ok(out.into_values().collect())
     }
 
-    fn last_in_db(&self) -> Result<Option<Entry>, String> {
-        let txn = self.shared.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(LOG).map_err(db_err)?;
-        let last = t.last().map_err(db_err)?;
-        let bytes = last.map(|(_, v)| v.value().to_vec());
-        match bytes {
+    fn last_in_wal(&self) -> Result<Option<Entry>, String> {
+        let located = {
+            let wal = self.shared.wal.lock().unwrap_or_else(|p| p.into_inner());
+            match wal.last_index() {
+                Some(last) => wal.locate(last, None),
+                None => Vec::new(),
+            }
+        };
+        match located.first() {
             None => Ok(None),
-            Some(b) => postcard::from_bytes(&b)
-                .map(Some)
-                .map_err(|e| format!("corrupt last entry: {e}")),
+            Some(l) => {
+                let bytes = l.read().map_err(|e| e.to_string())?;
+                postcard::from_bytes(&bytes)
+                    .map(Some)
+                    .map_err(|e| format!("corrupt last entry: {e}"))
+            }
         }
     }
 }
@@ -221,7 +272,7 @@ fn writer(shared: std::sync::Weak<Shared>, rx: mpsc::Receiver<Op>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let result = commit(&shared.db, &ops);
+        let result = commit(&shared, &ops);
         shared.stats.commits.fetch_add(1, Ordering::Relaxed);
         shared
             .stats
@@ -257,32 +308,86 @@ fn writer(shared: std::sync::Weak<Shared>, rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn commit(db: &Database, ops: &[Op]) -> Result<(), String> {
-    let txn = db.begin_write().map_err(db_err)?;
-    {
-        let mut log = txn.open_table(LOG).map_err(db_err)?;
-        let mut meta = txn.open_table(META).map_err(db_err)?;
+/// Makes a batch of operations durable, in their order: entries and truncations in the
+/// segment files, records in redb (committed before the segments are synced, so a purge point
+/// is on disk before the segments it frees are deleted).
+fn commit(shared: &Shared, ops: &[Op]) -> Result<(), String> {
+    let has_meta = ops
+        .iter()
+        .any(|op| matches!(op, Op::Purge { .. } | Op::Meta { .. }));
+    let mut purge_upto = None;
+    let job = {
+        let mut wal = shared.wal.lock().unwrap_or_else(|p| p.into_inner());
         for op in ops {
             match op {
                 Op::Append { entries, .. } => {
                     for (i, _, bytes) in entries {
-                        log.insert(*i, bytes.as_slice()).map_err(db_err)?;
+                        wal.append(*i, bytes).map_err(|e| e.to_string())?;
                     }
                 }
-                Op::Truncate { from, .. } => {
-                    log.retain_in(*from.., |_, _| false).map_err(db_err)?;
-                }
-                Op::Purge { upto, record, .. } => {
-                    log.retain_in(..=*upto, |_, _| false).map_err(db_err)?;
-                    meta.insert(K_PURGED, record.as_slice()).map_err(db_err)?;
-                }
-                Op::Meta { key, value, .. } => {
-                    meta.insert(*key, value.as_slice()).map_err(db_err)?;
+                Op::Truncate { from, .. } => wal.truncate(*from).map_err(|e| e.to_string())?,
+                Op::Purge { upto, .. } => purge_upto = purge_upto.max(Some(*upto)),
+                Op::Meta { .. } => {}
+            }
+        }
+        wal.write().map_err(|e| e.to_string())?
+    };
+    if has_meta {
+        let txn = shared.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            for op in ops {
+                match op {
+                    Op::Purge { record, .. } => {
+                        meta.insert(K_PURGED, record.as_slice()).map_err(db_err)?;
+                    }
+                    Op::Meta { key, value, .. } => {
+                        meta.insert(*key, value.as_slice()).map_err(db_err)?;
+                    }
+                    Op::Append { .. } | Op::Truncate { .. } => {}
                 }
             }
         }
+        txn.commit().map_err(db_err)?;
     }
-    txn.commit().map_err(db_err)
+    job.run().map_err(|e| e.to_string())?;
+    if let Some(upto) = purge_upto {
+        let mut wal = shared.wal.lock().unwrap_or_else(|p| p.into_inner());
+        wal.purge(upto).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Moves entries a node stored in redb before the segment files existed into them.
+fn move_entries_out_of_redb(db: &Database, wal: &mut Wal) -> Result<(), String> {
+    let entries: Vec<(u64, Vec<u8>)> = {
+        let txn = db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(LOG).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        out
+    };
+    if entries.is_empty() {
+        return Ok(());
+    }
+    for (i, bytes) in &entries {
+        wal.append(*i, bytes).map_err(|e| e.to_string())?;
+    }
+    wal.sync().map_err(|e| e.to_string())?;
+    let txn = db.begin_write().map_err(db_err)?;
+    txn.open_table(LOG)
+        .map_err(db_err)?
+        .retain(|_, _| false)
+        .map_err(db_err)?;
+    txn.commit().map_err(db_err)?;
+    tracing::info!(
+        entries = entries.len(),
+        "moved the raft log from redb into segment files"
+    );
+    Ok(())
 }
 
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
@@ -322,7 +427,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unwrap_or_else(|p| p.into_inner());
             p.last_key_value().map(|(_, (_, e))| e.log_id)
         };
-        let db_last = self.last_in_db().map_err(io_read)?.map(|e| e.log_id);
+        let db_last = self.last_in_wal().map_err(io_read)?.map(|e| e.log_id);
         let last = pending_last.max(db_last).max(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,

@@ -24,6 +24,7 @@ pub mod settings;
 pub mod sm;
 pub mod snapshot;
 pub mod types;
+pub mod wal;
 
 pub use handle::{
     AddNode, Cluster, ClusterError, ClusterInfo, ClusterStatus, MemberInfo, RemoveNode,
