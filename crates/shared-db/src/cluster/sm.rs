@@ -102,8 +102,12 @@ pub struct SmStore {
 }
 
 impl SmStore {
-    /// Loads the applied position (the later of the engine's and ours), the membership and the
-    /// newest snapshot.
+    /// Loads the applied position, the membership and the newest snapshot.
+    ///
+    /// The engine's own record of what it applied is the truth: an engine that does not fsync
+    /// every commit (Raft mode) can come back from an OS crash behind what this node had
+    /// applied, and the entries it lost are applied again from the log. When the log no longer
+    /// holds them, the local snapshot is installed first.
     pub async fn open(
         sm: Arc<dyn StateMachine>,
         log: LogStore,
@@ -112,12 +116,12 @@ impl SmStore {
         let engine = sm
             .last_applied()
             .await
-            .map_err(|e| format!("reading the engine's applied position: {e}"))?;
+            .map_err(|e| format!("reading the engine's applied position: {e}"))?
+            .map(log_id);
         let (ours, membership): (Option<LogId>, StoredMembership) = match log.get_meta(K_SM)? {
             Some(b) => postcard::from_bytes(&b).map_err(|e| format!("corrupt {K_SM}: {e}"))?,
             None => (None, StoredMembership::default()),
         };
-        let applied = engine.map(log_id).max(ours);
         // Snapshots received but not installed before a restart: the leader sends again.
         let _ = std::fs::remove_dir_all(raft_dir.join("received"));
         let snaps = raft_dir.join("snapshots");
@@ -141,6 +145,39 @@ impl SmStore {
                 }
             }
         }
+        let purged = log.last_purged()?;
+        let applied = match recovery(engine, purged, current.as_ref()) {
+            Recovery::Replay(applied) => {
+                if ours > applied {
+                    tracing::warn!(
+                        engine = applied.map_or(0, |l| l.index),
+                        raft = ours.map_or(0, |l| l.index),
+                        "the engine is behind what this node applied before it stopped; applying the missing entries again from the log"
+                    );
+                }
+                applied
+            }
+            Recovery::Install(snap) => {
+                tracing::warn!(
+                    engine = engine.map_or(0, |l| l.index),
+                    purged = purged.map_or(0, |l| l.index),
+                    snapshot = %snap.raft.snapshot_id,
+                    "the engine lost entries the log no longer holds; installing the local snapshot"
+                );
+                let data = snaps.join(&snap.raft.snapshot_id).join("data");
+                sm.install_snapshot(&data, &snap.sm)
+                    .await
+                    .map_err(|e| format!("installing the local snapshot: {e}"))?;
+                snap.raft.last_log_id
+            }
+            Recovery::Lost => {
+                return Err(format!(
+                    "the engine has applied up to index {} but the log starts after {} and no local snapshot covers the gap; re-sync this node (shared-db cluster resync) or give it a fresh data directory",
+                    engine.map_or(0, |l| l.index),
+                    purged.map_or(0, |l| l.index)
+                ))
+            }
+        };
         let (applied_tx, _) = watch::channel(applied.map_or(0, |l| l.index));
         let shared = Arc::new(SmShared {
             sm,
@@ -161,6 +198,36 @@ impl SmStore {
             },
             shared,
         ))
+    }
+}
+
+/// How a node resumes, given what its engine applied, where its log starts and its newest
+/// snapshot.
+enum Recovery<'a> {
+    /// Everything after this point is still in the log: openraft applies it again.
+    Replay(Option<LogId>),
+    /// The engine is missing entries only this snapshot holds.
+    Install(&'a StoredSnapshot),
+    /// The engine is missing entries nothing here holds.
+    Lost,
+}
+
+fn recovery<'a>(
+    engine: Option<LogId>,
+    purged: Option<LogId>,
+    snapshot: Option<&'a StoredSnapshot>,
+) -> Recovery<'a> {
+    if engine >= purged {
+        return Recovery::Replay(engine);
+    }
+    match snapshot {
+        // The snapshot's data is what the engine has: the entries up to the snapshot's point
+        // after the engine's are membership or blank entries.
+        Some(s) if Some(log_id(s.sm.last_applied)) <= engine => {
+            Recovery::Replay(engine.max(s.raft.last_log_id))
+        }
+        Some(s) if s.raft.last_log_id >= purged => Recovery::Install(s),
+        _ => Recovery::Lost,
     }
 }
 
@@ -351,9 +418,12 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             raft: raft_meta.clone(),
             sm: meta.clone(),
         };
+        // The log is purged behind this snapshot: it must be on disk before it is adopted.
+        snapshot::sync_tree(&data).map_err(snap_err)?;
         snapshot::write_meta(&tmp, &stored).map_err(snap_err)?;
         let dst = sh.snapshots().join(&id);
         std::fs::rename(&tmp, &dst).map_err(snap_err)?;
+        snapshot::sync_dir(&sh.snapshots()).map_err(snap_err)?;
         sh.adopt(&id, stored);
         tracing::info!(snapshot = %id, bytes = size, "snapshot built");
         Ok(Snapshot {
@@ -363,5 +433,72 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
                 meta,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::contract::{LogPosition, SnapshotMeta};
+
+    fn id(index: u64) -> Option<LogId> {
+        Some(log_id(LogPosition { term: 1, index }))
+    }
+
+    /// A snapshot taken at raft index `point` whose data is the engine at index `data`.
+    fn snap(data: u64, point: u64) -> StoredSnapshot {
+        StoredSnapshot {
+            raft: RaftSnapshotMeta {
+                last_log_id: id(point),
+                last_membership: StoredMembership::default(),
+                snapshot_id: format!("1-{point}"),
+            },
+            sm: SnapshotMeta {
+                last_applied: LogPosition {
+                    term: 1,
+                    index: data,
+                },
+                size_bytes: 0,
+                checksum: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_engine_behind_replays_from_its_own_position_while_the_log_holds_the_rest() {
+        // Fresh node, nothing purged.
+        assert!(matches!(recovery(None, None, None), Recovery::Replay(None)));
+        // The engine lost 95..100 in an OS crash; the log starts after 50.
+        let s = snap(40, 50);
+        assert!(matches!(recovery(id(95), id(50), Some(&s)), Recovery::Replay(a) if a == id(95)));
+        // An engine that lost everything replays the whole log when nothing was purged.
+        assert!(matches!(recovery(None, None, None), Recovery::Replay(None)));
+    }
+
+    #[test]
+    fn an_engine_behind_the_purged_log_gets_the_local_snapshot() {
+        let s = snap(180, 200);
+        assert!(
+            matches!(recovery(id(120), id(150), Some(&s)), Recovery::Install(x) if x.raft.last_log_id == id(200))
+        );
+        assert!(matches!(
+            recovery(None, id(150), Some(&s)),
+            Recovery::Install(_)
+        ));
+    }
+
+    #[test]
+    fn an_installed_snapshot_whose_tail_is_not_data_is_not_installed_again() {
+        // Installed from a leader: the data is at 180, the snapshot's point (a membership entry)
+        // at 200, and the log was purged up to 200.
+        let s = snap(180, 200);
+        assert!(
+            matches!(recovery(id(180), id(200), Some(&s)), Recovery::Replay(a) if a == id(200))
+        );
+    }
+
+    #[test]
+    fn a_gap_nothing_covers_is_reported() {
+        assert!(matches!(recovery(id(10), id(150), None), Recovery::Lost));
     }
 }

@@ -242,6 +242,28 @@ pub fn resume_points(data: &Path, files: &[FileEntry]) -> BTreeMap<String, u64> 
     have
 }
 
+/// Fsyncs every file under `dir` and the directories holding them (a snapshot the log has been
+/// purged behind must survive an OS crash).
+pub fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
+    let mut dirs = std::collections::BTreeSet::from([dir.to_path_buf()]);
+    for f in manifest(dir)? {
+        let p = contained(dir, &f.path)?;
+        std::fs::File::open(&p)
+            .and_then(|file| file.sync_all())
+            .map_err(io(&p))?;
+        if let Some(parent) = p.parent() {
+            dirs.insert(parent.to_path_buf());
+        }
+    }
+    dirs.iter().try_for_each(|d| sync_dir(d))
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
 /// Checks every file of the manifest (and that there are no others) and fsyncs them.
 pub fn verify(data: &Path, files: &[FileEntry]) -> Result<(), SnapshotError> {
     for f in files {
