@@ -89,6 +89,16 @@ pub struct ServeArgs {
     /// Managed engine: InnoDB buffer pool size (e.g. `256M`, `1G`).
     #[arg(long, env = "ENGINE_BUFFER_POOL")]
     pub engine_buffer_pool: Option<String>,
+    /// Managed engine: `on` (InnoDB fsyncs its log at every commit), `off` (it writes the log
+    /// at every commit and fsyncs it once a second) or `auto` (the default: `off` with
+    /// `REPLICATION=raft`, whose log is fsynced on a majority before a write is acknowledged
+    /// and replays what an engine lost in an OS crash; `on` otherwise).
+    #[arg(long, env = "ENGINE_FSYNC")]
+    pub engine_fsync: Option<String>,
+    /// Managed engine: further `mariadbd` options, separated by spaces (e.g.
+    /// `--innodb-log-file-size=1G`).
+    #[arg(long, env = "ENGINE_ARGS", allow_hyphen_values = true)]
+    pub engine_args: Option<String>,
     /// `raft` (writes ordered through the Raft cluster; the default when peers, discovery,
     /// joining or a cluster secret are configured), `off` (the default otherwise: every
     /// statement runs on the local engine as sent) or `single` (a one-node in-process log).
@@ -168,6 +178,8 @@ struct FileConfig {
     write_timeout_secs: Option<u64>,
     max_allowed_packet: Option<usize>,
     engine_buffer_pool: Option<String>,
+    engine_fsync: Option<String>,
+    engine_args: Option<String>,
     node_id: Option<u64>,
     peers: Option<String>,
     cluster_secret: Option<String>,
@@ -236,6 +248,10 @@ pub struct Config {
     pub write_timeout: Duration,
     pub max_allowed_packet: usize,
     pub engine_buffer_pool: String,
+    /// The managed engine fsyncs its log at every commit.
+    pub engine_fsync: bool,
+    /// Further `mariadbd` options for the managed engine.
+    pub engine_args: Vec<String>,
     pub cluster: ClusterConfig,
     pub replication: ReplicationMode,
 }
@@ -381,6 +397,34 @@ impl ServeArgs {
             api_port,
         )?;
         let clustered = cluster.is_multi() || cluster.secret.is_some();
+        let replication = match self.replication.or(f.replication).as_deref() {
+            None | Some("") if clustered => ReplicationMode::Raft,
+            None | Some("") | Some("off") => ReplicationMode::Off,
+            Some("single") => ReplicationMode::Single,
+            Some("raft") => ReplicationMode::Raft,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "REPLICATION",
+                    message: format!("`{other}`: expected `off`, `single` or `raft`"),
+                })
+            }
+        };
+        let engine_fsync = match self.engine_fsync.or(f.engine_fsync).as_deref() {
+            None | Some("") | Some("auto") => replication != ReplicationMode::Raft,
+            Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "ENGINE_FSYNC",
+                    message: format!("`{other}`: expected `auto`, `on` or `off`"),
+                })
+            }
+        };
+        let engine_args = self
+            .engine_args
+            .or(f.engine_args)
+            .map(|a| a.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
         Ok(Config {
             cluster,
             data_dir: self
@@ -443,18 +487,9 @@ impl ServeArgs {
                 .engine_buffer_pool
                 .or(f.engine_buffer_pool)
                 .unwrap_or_else(|| "256M".into()),
-            replication: match self.replication.or(f.replication).as_deref() {
-                None | Some("") if clustered => ReplicationMode::Raft,
-                None | Some("") | Some("off") => ReplicationMode::Off,
-                Some("single") => ReplicationMode::Single,
-                Some("raft") => ReplicationMode::Raft,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        key: "REPLICATION",
-                        message: format!("`{other}`: expected `off`, `single` or `raft`"),
-                    })
-                }
-            },
+            engine_fsync,
+            engine_args,
+            replication,
         })
     }
 }
@@ -647,6 +682,43 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("RAFT_ELECTION_MAX_MS"), "{err}");
+    }
+
+    #[test]
+    fn engine_fsync_follows_replication_unless_set() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.replication, ReplicationMode::Off);
+        assert!(c.engine_fsync, "an unreplicated engine is the only copy");
+        let c = ServeArgs {
+            replication: Some("raft".into()),
+            engine_args: Some(" --innodb-log-file-size=1G  --skip-name-resolve ".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            !c.engine_fsync,
+            "the Raft log holds what the engine could lose"
+        );
+        assert_eq!(
+            c.engine_args,
+            ["--innodb-log-file-size=1G", "--skip-name-resolve"]
+        );
+        let c = ServeArgs {
+            replication: Some("raft".into()),
+            engine_fsync: Some("on".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(c.engine_fsync);
+        let err = ServeArgs {
+            engine_fsync: Some("sometimes".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("ENGINE_FSYNC"), "{err}");
     }
 
     #[test]

@@ -131,6 +131,11 @@ impl Node {
             None => {
                 let mut cfg = ManagedEngineConfig::new(config.data_dir.clone());
                 cfg.buffer_pool = config.engine_buffer_pool.clone();
+                let flush = if config.engine_fsync { 1 } else { 2 };
+                cfg.extra_args =
+                    std::iter::once(format!("--innodb-flush-log-at-trx-commit={flush}"))
+                        .chain(config.engine_args.iter().cloned())
+                        .collect();
                 cfg.max_connections =
                     u32::try_from(config.engine_pool_size + 50).unwrap_or(u32::MAX);
                 let engine = ManagedEngine::start(cfg).await?;
