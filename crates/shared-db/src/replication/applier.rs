@@ -580,16 +580,29 @@ async fn run_statement(
     stmt: &LoggedStatement,
     begin: bool,
 ) -> Result<Outcome, BackendError> {
-    let mut prelude = String::new();
+    // One round trip: the context statements, then the logged one.
+    let mut sql = String::with_capacity(512 + stmt.sql.len());
+    let mut prelude = 1;
     if begin {
-        prelude.push_str("BEGIN; ");
+        sql.push_str("BEGIN; ");
+        prelude += 1;
     }
     if let Some(db) = &stmt.ctx.db {
-        prelude.push_str(&format!("USE {}; ", quote_ident(db)));
+        sql.push_str(&format!("USE {}; ", quote_ident(db)));
+        prelude += 1;
     }
-    prelude.push_str(&stmt.ctx.to_set_sql());
-    conn.query_drop(&prelude).await?;
-    let c = run_query(conn, &stmt.sql).await?;
+    sql.push_str(&stmt.ctx.to_set_sql());
+    sql.push_str("; ");
+    sql.push_str(&stmt.sql);
+    let c = run_query(conn, &sql).await?;
+    if c.results <= prelude {
+        // The engine refused our own context statements, not the logged one.
+        return Err(BackendError::Server {
+            code: c.outcome.error,
+            message: c.outcome.message,
+            payload: c.packets.last().cloned().unwrap_or_default(),
+        });
+    }
     Ok(c.outcome)
 }
 

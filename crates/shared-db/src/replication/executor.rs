@@ -19,7 +19,7 @@ use super::entry::{
     ApplyReply, DdlEntry, EntryBody, LogEntry, LoggedStatement, Origin, Outcome, TxnEntry,
 };
 use super::meta;
-use super::response::{outcome_packet, patch_status, run_query, Collected};
+use super::response::{outcome_packet, patch_status, run_query, Cell, Collected};
 use crate::cluster::contract::{PeerInfo, ProposeError, ReplicatedLog};
 use crate::protocol::backend::{relayable_capabilities, Backend, BackendError, EngineTarget};
 use crate::protocol::errors::SqlError;
@@ -561,18 +561,39 @@ impl Executor {
             }
             _ => None,
         };
-        let (mut ctx, offset) = match capture(&mut c, sql, true, start.as_deref()).await {
-            Ok(v) => v,
-            Err(e) => return err_response(&engine_error(&e), true),
-        };
-        s.clock_pinned = true;
-        let sql = match rewrite(sql, &req.user, offset, self.log.node_id()) {
-            Ok(s) => s,
-            Err(e) => return err_response(&e, true),
-        };
-        let r: Collected = match run_query(&mut c, &sql).await {
-            Ok(r) => r,
-            Err(e) => return err_response(&engine_error(&e), true),
+        let (mut ctx, sql, r) = if needs_rewrite(sql) {
+            let (ctx, offset) = match capture(&mut c, sql, true, start.as_deref()).await {
+                Ok(v) => v,
+                Err(e) => return err_response(&engine_error(&e), true),
+            };
+            s.clock_pinned = true;
+            let sql = match rewrite(sql, &req.user, offset, self.log.node_id()) {
+                Ok(s) => s,
+                Err(e) => return err_response(&e, true),
+            };
+            let r: Collected = match run_query(&mut c, &sql).await {
+                Ok(r) => r,
+                Err(e) => return err_response(&engine_error(&e), true),
+            };
+            (ctx, sql, r)
+        } else {
+            // Nothing to rewrite: the context is read in the same round trip as the statement
+            // runs, and the client gets only the statement's packets.
+            let q = CaptureQuery::new(sql, true, start.as_deref());
+            let both = format!("{}; {sql}", q.sql);
+            let mut r = match run_query(&mut c, &both).await {
+                Ok(r) => r,
+                Err(e) => return err_response(&engine_error(&e), true),
+            };
+            s.clock_pinned = true;
+            if r.results <= q.statements {
+                return err_response(&engine_error(&meta::server_error(&r.outcome)), true);
+            }
+            let row = r.first_row.take().unwrap_or_default();
+            let from = r.result_starts.get(q.statements).copied().unwrap_or(0);
+            r.packets.drain(..from);
+            let (ctx, _) = q.parse(row, c.thread_id);
+            (ctx, sql.to_string(), r)
         };
         if r.outcome.error == ER_LOCK_DEADLOCK {
             drop(c);
@@ -676,6 +697,18 @@ impl Executor {
 }
 
 /// Applies the determinism rewrite; refusals become ERR 1235 naming the reason.
+/// The statement has calls that are replaced by literals at the leader (or is refused).
+fn needs_rewrite(sql: &str) -> bool {
+    let mut lit = LeaderLiterals {
+        user: String::new(),
+        current_user: String::new(),
+        current_role: None,
+        utc_offset_secs: 0,
+        server_id: 0,
+    };
+    !matches!(make_deterministic(sql, &mut lit), Verdict::Unchanged)
+}
+
 fn rewrite(sql: &str, user: &str, offset: i32, node: u64) -> Result<String, SqlError> {
     let mut lit = LeaderLiterals {
         user: user.to_string(),
@@ -700,37 +733,78 @@ async fn capture(
     pin: bool,
     xa_start: Option<&str>,
 ) -> Result<(StatementContext, i32), BackendError> {
-    let vars = user_variables(sql);
-    let mut ctx = StatementContext::fresh();
-    let mut q = match xa_start {
-        Some(xid) => format!("XA START {}; ", quote(xid)),
-        None => String::new(),
-    };
-    if pin {
-        q.push_str(&ctx.pin_sql());
-        q.push_str("; ");
-    }
-    q.push_str(
-        "SELECT @@sql_mode, @@time_zone, @@character_set_client, @@collation_connection, \
-         @@foreign_key_checks, @@unique_checks, DATABASE(), LAST_INSERT_ID(), \
-         TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW())",
-    );
-    for v in &vars {
-        let id = quote_ident(v);
-        q.push_str(&format!(", @{id}, CHARSET(@{id})"));
-    }
-    let r = run_query(c, &q).await?;
+    let q = CaptureQuery::new(sql, pin, xa_start);
+    let r = run_query(c, &q.sql).await?;
     if r.outcome.error != 0 {
         return Err(meta::server_error(&r.outcome));
     }
-    let row = r.first_row.unwrap_or_default();
+    Ok(q.parse(r.first_row.unwrap_or_default(), c.thread_id))
+}
+
+/// The statements that read a statement's context (after `XA START` and pinning the clock
+/// when asked), as one multi-statement query; its first result set is the context.
+struct CaptureQuery {
+    sql: String,
+    /// Statements in `sql`.
+    statements: usize,
+    ctx: StatementContext,
+    vars: Vec<String>,
+}
+
+impl CaptureQuery {
+    fn new(sql: &str, pin: bool, xa_start: Option<&str>) -> CaptureQuery {
+        let vars = user_variables(sql);
+        let ctx = StatementContext::fresh();
+        let mut statements = 1;
+        let mut q = match xa_start {
+            Some(xid) => {
+                statements += 1;
+                format!("XA START {}; ", quote(xid))
+            }
+            None => String::new(),
+        };
+        if pin {
+            statements += 1;
+            q.push_str(&ctx.pin_sql());
+            q.push_str("; ");
+        }
+        q.push_str(
+            "SELECT @@sql_mode, @@time_zone, @@character_set_client, @@collation_connection, \
+             @@foreign_key_checks, @@unique_checks, DATABASE(), LAST_INSERT_ID(), \
+             TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW())",
+        );
+        for v in &vars {
+            let id = quote_ident(v);
+            q.push_str(&format!(", @{id}, CHARSET(@{id})"));
+        }
+        CaptureQuery {
+            sql: q,
+            statements,
+            ctx,
+            vars,
+        }
+    }
+
+    /// The context from the first row of the capture's result set, and the session's UTC
+    /// offset.
+    fn parse(self, row: Vec<Cell>, thread_id: u32) -> (StatementContext, i32) {
+        parse_context(self.ctx, self.vars, row, thread_id)
+    }
+}
+
+fn parse_context(
+    mut ctx: StatementContext,
+    vars: Vec<String>,
+    row: Vec<Cell>,
+    thread_id: u32,
+) -> (StatementContext, i32) {
     let text = |i: usize| -> Option<String> {
         row.get(i)
             .and_then(|(_, _, v)| v.as_ref())
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     ctx.sql_mode = text(0).unwrap_or_default();
-    ctx.thread_id = Some(c.thread_id);
+    ctx.thread_id = Some(thread_id);
     ctx.time_zone = text(1).unwrap_or_else(|| "SYSTEM".into());
     ctx.character_set_client = text(2).unwrap_or_else(|| "utf8mb4".into());
     ctx.collation_connection = text(3).unwrap_or_else(|| "utf8mb4_general_ci".into());
@@ -760,5 +834,5 @@ async fn capture(
         };
         ctx.user_vars.push((name, value));
     }
-    Ok((ctx, offset))
+    (ctx, offset)
 }

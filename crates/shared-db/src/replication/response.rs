@@ -24,6 +24,11 @@ pub struct Collected {
     pub status: Option<StatusFlags>,
     /// Column types and character sets of the first result set, and its first row.
     pub first_row: Option<Vec<Cell>>,
+    /// Results received (OK, ERR or result set): one per statement of a multi-statement
+    /// query that ran, the failing one included.
+    pub results: usize,
+    /// Index in `packets` where each result starts.
+    pub result_starts: Vec<usize>,
 }
 
 impl Collected {
@@ -148,6 +153,10 @@ async fn collect_results(io: &mut PacketIo<BoxStream>) -> Result<Collected, Back
     loop {
         let mut first = Vec::new();
         io.read_packet(&mut first, None).await?;
+        if first.first() != Some(&wire::LOCAL_INFILE) {
+            out.results += 1;
+            out.result_starts.push(out.packets.len());
+        }
         let more = match first.first() {
             Some(&wire::OK) => {
                 out.outcome = parse_ok(&first);
