@@ -121,14 +121,53 @@ impl ClusterSecret {
 #[derive(Debug)]
 pub struct Verifier {
     secret: ClusterSecret,
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<SeenNonces>,
+}
+
+/// Nonces seen within the replay window, with the time each may be forgotten. Expired ones
+/// are dropped oldest first as new ones arrive, so a check costs O(1) however busy the
+/// cluster is.
+#[derive(Debug, Default)]
+struct SeenNonces {
+    expiry: HashMap<String, u64>,
+    /// Nonces in arrival order with their expiry.
+    order: std::collections::VecDeque<(u64, String)>,
+}
+
+impl SeenNonces {
+    /// Records `nonce` (expiring at `until`) unless it is already known and unexpired at `now`.
+    fn insert_fresh(&mut self, nonce: &str, now: u64, until: u64) -> bool {
+        // Arrival order is close to expiry order (timestamps are within the window of the
+        // clock), so popping expired ones from the front keeps the set near its live size.
+        while let Some((exp, _)) = self.order.front() {
+            if *exp > now {
+                break;
+            }
+            if let Some((exp, old)) = self.order.pop_front() {
+                if self.expiry.get(&old) == Some(&exp) {
+                    self.expiry.remove(&old);
+                }
+            }
+        }
+        if self.expiry.get(nonce).is_some_and(|exp| *exp > now) {
+            return false;
+        }
+        self.expiry.insert(nonce.to_string(), until);
+        self.order.push_back((until, nonce.to_string()));
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.expiry.len()
+    }
 }
 
 impl Verifier {
     pub fn new(secret: ClusterSecret) -> Self {
         Verifier {
             secret,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(SeenNonces::default()),
         }
     }
 
@@ -165,13 +204,9 @@ impl Verifier {
             return Err(AuthError::Stale);
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 4096 {
-            seen.retain(|_, exp| *exp > now);
-        }
-        if seen.get(nonce).is_some_and(|exp| *exp > now) {
+        if !seen.insert_fresh(nonce, now, ts + window) {
             return Err(AuthError::Replayed);
         }
-        seen.insert(nonce.to_string(), ts + window);
         Ok(())
     }
 
@@ -248,6 +283,21 @@ mod tests {
             other.verify("POST", "/raft/vote", h, b"body"),
             Err(AuthError::BadSignature)
         );
+    }
+
+    #[test]
+    fn seen_nonces_are_refused_until_they_expire_and_then_forgotten() {
+        let mut seen = SeenNonces::default();
+        assert!(seen.insert_fresh("a", 1_000, 31_000));
+        assert!(!seen.insert_fresh("a", 2_000, 32_000));
+        for i in 0..10_000u64 {
+            assert!(seen.insert_fresh(&format!("n{i}"), 2_000 + i, 32_000 + i));
+        }
+        assert_eq!(seen.len(), 10_001);
+        // Past the window everything before is forgotten: the set stays at its live size.
+        assert!(seen.insert_fresh("b", 50_000, 80_000));
+        assert_eq!(seen.len(), 1);
+        assert!(seen.insert_fresh("a", 50_001, 80_001));
     }
 
     #[test]
