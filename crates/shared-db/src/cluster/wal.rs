@@ -6,6 +6,10 @@
 //! or failing its CRC at the end of the newest segment is a write torn by a crash and is cut off
 //! (it was never reported durable); anywhere else it is corruption and opening fails.
 //!
+//! The newest segment's file is allocated ahead of its records, a few MiB at a time, so that
+//! the sync after an append does not also have to commit a new file size; the zeros after the
+//! last record are the end of the data.
+//!
 //! One writer (the log store's writer thread) appends, truncates and purges; readers find a
 //! record's place under a short lock and read it with `pread`, without waiting on a sync.
 
@@ -18,6 +22,8 @@ use std::sync::Arc;
 const HEADER: usize = 16;
 /// A segment is closed and a new one started once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 64 << 20;
+/// The newest segment's file grows by this much when its records reach its end.
+const PREALLOCATE: u64 = 4 << 20;
 /// Bigger payloads are refused (a length this large in a record is corruption).
 const MAX_PAYLOAD: usize = 1 << 30;
 
@@ -46,6 +52,8 @@ struct Segment {
     path: PathBuf,
     file: Arc<File>,
     len: u64,
+    /// Length of the file (records, then zeros).
+    allocated: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -69,6 +77,8 @@ pub struct Wal {
     /// Segments were created or removed since the last sync (the directory needs one too).
     dir_dirty: bool,
     segment_bytes: u64,
+    /// The file system allocates ahead (off once it refused).
+    preallocate: bool,
 }
 
 /// What a sync must make durable; run without holding the [`Wal`] (readers go on meanwhile).
@@ -129,6 +139,7 @@ impl Wal {
             dirty: Default::default(),
             dir_dirty: false,
             segment_bytes: SEGMENT_BYTES,
+            preallocate: true,
         };
         let count = firsts.len();
         for (n, first) in firsts.into_iter().enumerate() {
@@ -141,7 +152,12 @@ impl Wal {
                 .map_err(io(&path))?;
             let data = std::fs::read(&path).map_err(io(&path))?;
             let mut offset = 0usize;
+            let mut allocated = data.len() as u64;
             while offset < data.len() {
+                if data[offset..].iter().all(|b| *b == 0) {
+                    // Allocated ahead, never written.
+                    break;
+                }
                 match parse(&data[offset..]) {
                     Some((index, len)) => {
                         wal.places.insert(
@@ -162,6 +178,7 @@ impl Wal {
                         );
                         file.set_len(offset as u64).map_err(io(&path))?;
                         file.sync_all().map_err(io(&path))?;
+                        allocated = offset as u64;
                         break;
                     }
                     None => {
@@ -179,6 +196,7 @@ impl Wal {
                     path,
                     file: Arc::new(file),
                     len: offset.min(data.len()) as u64,
+                    allocated,
                 },
             );
         }
@@ -240,6 +258,14 @@ impl Wal {
     }
 
     fn new_segment(&mut self, first: u64) -> Result<(), WalError> {
+        // The closed segment gives back what it did not use.
+        if let Some(prev) = self.segments.values_mut().next_back() {
+            if prev.allocated > prev.len {
+                prev.file.set_len(prev.len).map_err(io(&prev.path))?;
+                prev.allocated = prev.len;
+                self.dirty.insert(prev.first);
+            }
+        }
         let path = self.dir.join(segment_name(first));
         let file = File::options()
             .read(true)
@@ -255,6 +281,7 @@ impl Wal {
                 path,
                 file: Arc::new(file),
                 len: 0,
+                allocated: 0,
             },
         );
         self.dir_dirty = true;
@@ -268,10 +295,27 @@ impl Wal {
         let Some(seg) = self.segments.values_mut().next_back() else {
             return Err(WalError::Missing(0));
         };
+        let end = seg.len + self.buffer.len() as u64;
+        if self.preallocate && end > seg.allocated {
+            let want = end.div_ceil(PREALLOCATE) * PREALLOCATE;
+            match rustix::fs::fallocate(
+                &*seg.file,
+                rustix::fs::FallocateFlags::empty(),
+                seg.allocated,
+                want - seg.allocated,
+            ) {
+                Ok(()) => seg.allocated = want,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the file system does not allocate ahead; appending");
+                    self.preallocate = false;
+                }
+            }
+        }
         seg.file
             .write_all_at(&self.buffer, seg.len)
             .map_err(io(&seg.path))?;
         seg.len += self.buffer.len() as u64;
+        seg.allocated = seg.allocated.max(seg.len);
         self.dirty.insert(seg.first);
         self.buffer.clear();
         for (i, p) in self.buffered.drain(..) {
@@ -317,6 +361,7 @@ impl Wal {
         if let Some(seg) = self.segments.get_mut(&cut.segment) {
             seg.file.set_len(cut.offset).map_err(io(&seg.path))?;
             seg.len = cut.offset;
+            seg.allocated = cut.offset;
             self.dirty.insert(cut.segment);
         }
         let _ = self.places.split_off(&from);
@@ -445,13 +490,13 @@ mod tests {
         w.sync().unwrap();
         drop(w);
         let seg = dir.path().join(segment_name(1));
-        let full = std::fs::metadata(&seg).unwrap().len();
-        // A crash in the middle of writing record 3.
+        let end: u64 = (1..=3).map(|i| (HEADER + payload(i).len()) as u64).sum();
+        // A crash in the middle of writing record 3: its last bytes never reached the disk.
         File::options()
             .write(true)
             .open(&seg)
             .unwrap()
-            .set_len(full - 3)
+            .write_all_at(&[0, 0, 0], end - 3)
             .unwrap();
         let mut w = Wal::open(dir.path()).unwrap();
         assert_eq!(w.last_index(), Some(2));
@@ -460,6 +505,35 @@ mod tests {
         drop(w);
         let w = Wal::open(dir.path()).unwrap();
         assert_eq!(read_all(&w)[2], (3, b"again".to_vec()));
+    }
+
+    #[test]
+    fn space_allocated_ahead_is_not_read_as_records_and_closed_segments_give_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Wal::open(dir.path()).unwrap();
+        for i in 1..=3 {
+            w.append(i, &payload(i)).unwrap();
+        }
+        w.sync().unwrap();
+        let seg = dir.path().join(segment_name(1));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), PREALLOCATE);
+        drop(w);
+        let mut w = Wal::open(dir.path()).unwrap();
+        assert_eq!(w.last_index(), Some(3));
+        w.append(4, &payload(4)).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let mut w = Wal::open(dir.path()).unwrap();
+        assert_eq!(read_all(&w).len(), 4);
+        // Rolling to a new segment trims the old one to its records.
+        w.segment_bytes = 1;
+        w.append(5, &payload(5)).unwrap();
+        w.sync().unwrap();
+        let used: u64 = (1..=4).map(|i| (HEADER + payload(i).len()) as u64).sum();
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), used);
+        drop(w);
+        let w = Wal::open(dir.path()).unwrap();
+        assert_eq!(read_all(&w).len(), 5);
     }
 
     #[test]
