@@ -195,7 +195,8 @@ impl LogStore {
         }
     }
 
-    fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, String> {
+    /// Entries in `[start, end)` that the log holds, in order.
+    pub fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, String> {
         // Entries not yet flushed first: an entry the writer flushes meanwhile is then in one
         // of the two reads. Replication usually asks for exactly these (still being flushed):
         // they are served from memory without waiting on the database.

@@ -148,11 +148,22 @@ impl SmStore {
         let purged = log.last_purged()?;
         let applied = match recovery(engine, purged, current.as_ref()) {
             Recovery::Replay(applied) => {
-                if ours > applied {
+                // Blank and membership entries after the engine's position are ours alone;
+                // only data entries count as missing from the engine.
+                let missing = match (applied, ours) {
+                    (a, Some(o)) if Some(o) > a => log
+                        .read_range(a.map_or(0, |l| l.index + 1), Some(o.index + 1))?
+                        .iter()
+                        .filter(|e| matches!(e.payload, EntryPayload::Normal(_)))
+                        .count(),
+                    _ => 0,
+                };
+                if missing > 0 {
                     tracing::warn!(
                         engine = applied.map_or(0, |l| l.index),
                         raft = ours.map_or(0, |l| l.index),
-                        "the engine is behind what this node applied before it stopped; applying the missing entries again from the log"
+                        entries = missing,
+                        "the engine is behind what this node applied before it stopped; applying the missing entries again from the log (any it already holds are recognised and skipped)"
                     );
                 }
                 applied
