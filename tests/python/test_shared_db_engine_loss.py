@@ -95,6 +95,16 @@ def insert(cluster, node, db, keys):
         conn.close()
 
 
+def five_rows_everywhere(cluster, leader, db):
+    """Creates `db`.t through the leader with rows 0-4 and waits until every node has them."""
+    conn = cluster.connect(leader)
+    rows(conn, f"CREATE DATABASE {db}")
+    rows(conn, f"CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))")
+    conn.close()
+    insert(cluster, leader, db, range(5))
+    cluster.wait_converged()
+
+
 @pytest.fixture(scope="module")
 def cluster():
     # A snapshot every 60 entries, keeping 5 behind it: the first test stays below the first
@@ -109,12 +119,7 @@ def test_lost_entries_still_in_the_log_are_applied_again(cluster):
     the last thing the node applied before its crash, and must not hide the writes before it."""
     leader = cluster.wait_leader()
     follower = (leader + 1) % 3
-    conn = cluster.connect(leader)
-    rows(conn, "CREATE DATABASE rewind")
-    rows(conn, "CREATE TABLE rewind.t (id INT PRIMARY KEY, v VARCHAR(20))")
-    conn.close()
-    insert(cluster, leader, "rewind", range(5))
-    cluster.wait_converged()
+    five_rows_everywhere(cluster, leader, "rewind")
     rewind = EngineRewind(cluster, follower)
     rewind.take()
     # Few enough entries that the follower's log still holds them all after the copy point.
@@ -137,12 +142,7 @@ def test_lost_entries_still_in_the_log_are_applied_again(cluster):
 def test_lost_entries_the_log_no_longer_holds_come_from_the_local_snapshot(cluster):
     leader = cluster.wait_leader()
     follower = (leader + 2) % 3
-    conn = cluster.connect(leader)
-    rows(conn, "CREATE DATABASE rewind2")
-    rows(conn, "CREATE TABLE rewind2.t (id INT PRIMARY KEY, v VARCHAR(20))")
-    conn.close()
-    insert(cluster, leader, "rewind2", range(5))
-    cluster.wait_converged()
+    five_rows_everywhere(cluster, leader, "rewind2")
     rewind = EngineRewind(cluster, follower)
     rewind.take()
     # Enough entries for two snapshots or more, each purging the log behind it.
