@@ -152,6 +152,54 @@ def test_a_session_reads_its_own_writes_at_once_and_other_nodes_catch_up(cluster
     r.close()
 
 
+def test_kill_on_a_follower_reaches_the_session_running_on_the_leader(cluster):
+    """Inside a transaction a follower's session runs on its shadow session on the leader:
+    `KILL QUERY` on the follower interrupts the statement there, and `KILL` ends it there."""
+    leader = cluster.wait_leader()
+    follower = (leader + 1) % 3
+    killer = cluster.connect(follower)
+    engine = cluster.engine_connect(leader)
+    sleeping = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(30)'"
+
+    def sleep_on_the_leader(victim):
+        rows(victim, "BEGIN")
+        result = {}
+
+        def run():
+            start = time.monotonic()
+            try:
+                result["rows"] = rows(victim, "SELECT SLEEP(30)")
+            except pymysql.MySQLError as e:
+                result["error"] = e
+            result["secs"] = time.monotonic() - start
+
+        t = threading.Thread(target=run)
+        t.start()
+        wait_for("SLEEP running on the leader's engine",
+                 lambda: rows(engine, sleeping)[0][0] == 1, 15)
+        return t, result
+
+    victim = cluster.connect(follower, read_timeout=60)
+    t, result = sleep_on_the_leader(victim)
+    rows(killer, f"KILL QUERY {victim.thread_id()}")
+    t.join(20)
+    assert not t.is_alive() and result["secs"] < 10, result
+    # The client gets the engine's own answer to an interrupted statement; its session and
+    # transaction go on.
+    assert result["error"].args[0] == 1317, result
+    assert rows(victim, "SELECT 2") == ((2,),)
+    rows(victim, "ROLLBACK")
+
+    t, result = sleep_on_the_leader(victim)
+    rows(killer, f"KILL {victim.thread_id()}")
+    t.join(20)
+    assert not t.is_alive() and result["secs"] < 10, result
+    assert "error" in result, result
+    wait_for("the shadow session's statement ended", lambda: rows(engine, sleeping)[0][0] == 0, 10)
+    killer.close()
+    engine.close()
+
+
 def test_a_node_that_was_down_catches_up_from_the_log(cluster):
     leader = cluster.wait_leader()
     down = (leader + 1) % 3

@@ -116,12 +116,16 @@ impl Registry {
     /// The engine thread of a session, looked up by our id or by its engine thread id (what
     /// `CONNECTION_ID()` returns inside the session).
     pub fn engine_thread(&self, id: u64) -> Option<u32> {
+        self.find(id).map(|(_, thread)| thread)
+    }
+    /// A session looked up as for [`Registry::engine_thread`]: (our id, its engine thread).
+    pub fn find(&self, id: u64) -> Option<(u32, u32)> {
         let m = self.sessions.lock().ok()?;
         let id32 = u32::try_from(id).ok()?;
         if id32 >= FIRST_CONNECTION_ID {
-            m.get(&id32).copied()
+            m.get(&id32).map(|t| (id32, *t))
         } else {
-            m.values().find(|&&t| t == id32).copied()
+            m.iter().find(|(_, t)| **t == id32).map(|(s, t)| (*s, *t))
         }
     }
 }
@@ -158,12 +162,16 @@ impl Frontend {
         self.pool.target()
     }
 
-    /// KILL [QUERY] of a client session of this node, through a separate engine connection.
+    /// KILL [QUERY] of a client session of this node, through a separate engine connection;
+    /// in a cluster its shadow session on the leader (where its transaction runs) first.
     pub async fn kill(&self, id: u64, query_only: bool) -> Result<(), SqlError> {
-        let thread = self
-            .registry
-            .engine_thread(id)
-            .ok_or(SqlError::unknown_thread(id))?;
+        let (session, thread) = self.registry.find(id).ok_or(SqlError::unknown_thread(id))?;
+        // The local kill happens even when the leader cannot be reached; that error is
+        // reported after it.
+        let shadow = match self.replication.get() {
+            Some(r) => r.kill(r.origin(session), query_only).await,
+            None => Ok(()),
+        };
         let mut admin = Backend::connect(
             self.engine(),
             CapabilityFlags::CLIENT_PROTOCOL_41,
@@ -181,7 +189,8 @@ impl Frontend {
                     SqlError::new(code, "HY000", message)
                 }
                 other => SqlError::engine_unavailable(&other.to_string()),
-            })
+            })?;
+        shadow
     }
 }
 

@@ -107,12 +107,22 @@ struct Shadow {
     last_used: std::time::Instant,
 }
 
+/// A shadow session and its engine thread (known without locking the session, which a
+/// running statement holds).
+struct ShadowSlot {
+    thread: u32,
+    shadow: Arc<tokio::sync::Mutex<Shadow>>,
+}
+
+/// Collation of the executor's own administrative connections (utf8mb4_general_ci).
+const ADMIN_COLLATION: u8 = 45;
+
 /// The leader's executor.
 pub struct Executor {
     log: Arc<dyn ReplicatedLog>,
     engine: Arc<ReplicaEngine>,
     target: EngineTarget,
-    shadows: Mutex<HashMap<Origin, Arc<tokio::sync::Mutex<Shadow>>>>,
+    shadows: Mutex<HashMap<Origin, ShadowSlot>>,
     gate: Arc<RwLock<()>>,
     counter: AtomicU64,
     pub propose_timeout: Duration,
@@ -187,7 +197,12 @@ impl Executor {
 
     /// Ends a client session's shadow session (rolls back an open transaction).
     pub async fn abort(&self, origin: Origin) {
-        let shadow = self.shadows.lock().ok().and_then(|mut m| m.remove(&origin));
+        let shadow = self
+            .shadows
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&origin))
+            .map(|slot| slot.shadow);
         let Some(shadow) = shadow else { return };
         let mut s = shadow.lock().await;
         if let Some(txn) = s.txn.take() {
@@ -199,6 +214,32 @@ impl Executor {
         if s.wrote && self.is_leader() {
             let e = LogEntry::new(EntryBody::SessionEnd { origin });
             let _ = self.log.propose(e.encode(), self.propose_timeout).await;
+        }
+    }
+
+    /// `KILL [QUERY]` of a client session reaches its shadow session: the statement it runs
+    /// here is interrupted (or its engine connection closed), through a separate connection.
+    pub async fn kill(&self, origin: Origin, query_only: bool) -> Result<(), BackendError> {
+        let thread = self
+            .shadows
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&origin).map(|slot| slot.thread));
+        let Some(thread) = thread else {
+            return Ok(());
+        };
+        let mut admin = Backend::connect(
+            &self.target,
+            CapabilityFlags::CLIENT_PROTOCOL_41,
+            ADMIN_COLLATION,
+            None,
+        )
+        .await?;
+        let what = if query_only { "QUERY " } else { "" };
+        match admin.query_drop(&format!("KILL {what}{thread}")).await {
+            // The shadow session ended meanwhile.
+            Err(BackendError::Server { code: 1094, .. }) => Ok(()),
+            other => other,
         }
     }
 
@@ -223,7 +264,7 @@ impl Executor {
     /// was connected to, went away without an abort).
     pub async fn sweep_idle(&self, idle: Duration) {
         let all: Vec<(Origin, Arc<tokio::sync::Mutex<Shadow>>)> = match self.shadows.lock() {
-            Ok(m) => m.iter().map(|(o, s)| (*o, Arc::clone(s))).collect(),
+            Ok(m) => m.iter().map(|(o, s)| (*o, Arc::clone(&s.shadow))).collect(),
             Err(_) => return,
         };
         for (origin, shadow) in all {
@@ -330,7 +371,7 @@ impl Executor {
             .shadows
             .lock()
             .ok()
-            .and_then(|m| m.get(&req.origin).cloned())
+            .and_then(|m| m.get(&req.origin).map(|slot| Arc::clone(&slot.shadow)))
         {
             return Ok(s);
         }
@@ -339,6 +380,7 @@ impl Executor {
         let mut b = Backend::connect(&self.target, caps, req.collation, None).await?;
         // Multi-statement packets for the executor's own bookkeeping (COM_SET_OPTION).
         b.simple_command(0x1B, &[0, 0]).await?;
+        let thread = b.thread_id;
         let s = Arc::new(tokio::sync::Mutex::new(Shadow {
             conn: Arc::new(tokio::sync::Mutex::new(b)),
             replayed: 0,
@@ -348,7 +390,13 @@ impl Executor {
             last_used: std::time::Instant::now(),
         }));
         if let Ok(mut m) = self.shadows.lock() {
-            m.insert(req.origin, Arc::clone(&s));
+            m.insert(
+                req.origin,
+                ShadowSlot {
+                    thread,
+                    shadow: Arc::clone(&s),
+                },
+            );
         }
         Ok(s)
     }

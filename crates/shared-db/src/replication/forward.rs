@@ -2,7 +2,8 @@
 //!
 //! The leader serves [`router_deferred`]: `POST /replication/exec` runs an [`ExecRequest`] on
 //! the leader's [`Executor`] and answers with the packets for the client; `POST
-//! /replication/abort` ends a session's shadow session. The cluster mounts this router behind
+//! /replication/abort` ends a session's shadow session; `POST /replication/kill` interrupts its
+//! statement (`KILL QUERY`) or closes its engine connection (`KILL`). The cluster mounts this router behind
 //! its node-to-node authentication. Followers reach it through a [`LeaderChannel`], which the
 //! cluster backs with its authenticated peer client ([`HttpLeaderChannel`] is the plain HTTP
 //! one used in tests).
@@ -26,6 +27,8 @@ use crate::cluster::contract::{BoxFuture, PeerInfo};
 pub const EXEC_PATH: &str = "/replication/exec";
 /// Path of the abort endpoint.
 pub const ABORT_PATH: &str = "/replication/abort";
+/// Path of the kill endpoint.
+pub const KILL_PATH: &str = "/replication/kill";
 
 /// Where the node puts its executor once it exists (the router can be mounted earlier).
 #[derive(Clone, Default)]
@@ -51,6 +54,13 @@ pub struct AbortRequest {
     pub origin: Origin,
 }
 
+/// Body of `POST /replication/kill`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KillRequest {
+    pub origin: Origin,
+    pub query_only: bool,
+}
+
 /// Body of a 409 answer: this node is not the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NotLeaderBody {
@@ -62,6 +72,7 @@ pub fn router_deferred(slot: ExecutorSlot) -> Router {
     Router::new()
         .route(EXEC_PATH, post(exec))
         .route(ABORT_PATH, post(abort))
+        .route(KILL_PATH, post(kill))
         .with_state(slot)
 }
 
@@ -91,6 +102,20 @@ async fn abort(State(slot): State<ExecutorSlot>, body: Bytes) -> Response {
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn kill(State(slot): State<ExecutorSlot>, body: Bytes) -> Response {
+    let Some(ex) = slot.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "replication is starting").into_response();
+    };
+    let r: KillRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match ex.kill(r.origin, r.query_only).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
 }
 
@@ -154,6 +179,23 @@ pub async fn forward_abort(ch: &dyn LeaderChannel, leader: &PeerInfo, origin: Or
         let _ = ch
             .post(leader, ABORT_PATH, body, Duration::from_secs(5))
             .await;
+    }
+}
+
+/// Kills a session's shadow statement or connection on `leader`.
+pub async fn forward_kill(
+    ch: &dyn LeaderChannel,
+    leader: &PeerInfo,
+    req: &KillRequest,
+    timeout: Duration,
+) -> Result<(), ForwardError> {
+    let body = serde_json::to_vec(req).map_err(|e| ForwardError::Transport(e.to_string()))?;
+    match ch.post(leader, KILL_PATH, body, timeout).await? {
+        (204, _) => Ok(()),
+        (status, body) => Err(ForwardError::Status {
+            status,
+            body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+        }),
     }
 }
 

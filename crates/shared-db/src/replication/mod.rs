@@ -40,6 +40,9 @@ use crate::protocol::backend::EngineTarget;
 use crate::protocol::errors::SqlError;
 use entry::Origin;
 
+/// How long a `KILL` waits for the leader to interrupt a shadow session.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a node hands its replication provider.
 #[derive(Debug, Clone)]
 pub struct ReplicationEnv {
@@ -218,6 +221,35 @@ impl Replication {
             self.executor.abort(origin).await;
         } else {
             forward::forward_abort(self.channel.as_ref(), &leader, origin).await;
+        }
+    }
+
+    /// `KILL [QUERY]` of a client session of this node, on its shadow session on the leader.
+    pub async fn kill(&self, origin: Origin, query_only: bool) -> Result<(), SqlError> {
+        let Some(leader) = self.log.leader() else {
+            // No leader: no shadow session runs anywhere that this node could reach.
+            return Ok(());
+        };
+        let failed = |e: String| {
+            SqlError::new(
+                1105,
+                "HY000",
+                format!(
+                    "could not kill the session's statement on the leader ({}): {e}",
+                    leader.mysql_addr
+                ),
+            )
+        };
+        if leader.id == self.log.node_id() {
+            self.executor
+                .kill(origin, query_only)
+                .await
+                .map_err(|e| failed(e.to_string()))
+        } else {
+            let req = forward::KillRequest { origin, query_only };
+            forward::forward_kill(self.channel.as_ref(), &leader, &req, KILL_TIMEOUT)
+                .await
+                .map_err(|e| failed(e.to_string()))
         }
     }
 
