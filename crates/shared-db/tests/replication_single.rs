@@ -163,3 +163,65 @@ async fn a_deadlocked_transaction_ends_and_its_retry_starts_afresh() {
         .unwrap();
     assert_eq!(rows, vec![(1, 11), (2, 11)]);
 }
+
+/// A prepared read inside a transaction runs on the shadow session, so it sees the
+/// transaction's own writes, and answers the same binary rows the engine itself gives a
+/// prepared read outside one (statements prepared before `BEGIN`, as sysbench does, included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_reads_in_a_transaction_see_its_writes_in_the_binary_protocol() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[("REPLICATION", "single")]);
+    let mut c = Conn::new(Opts::from_url(&op.url(db.password())).unwrap())
+        .await
+        .unwrap();
+    c.query_drop(
+        "CREATE TABLE test_db.ty (id INT PRIMARY KEY, ti TINYINT, si SMALLINT UNSIGNED, \
+         mi MEDIUMINT, bi BIGINT UNSIGNED, f FLOAT, d DOUBLE, de DECIMAL(10,3), dt DATE, \
+         dtm DATETIME(6), ts TIMESTAMP NULL, tm TIME(6), y YEAR, vc VARCHAR(20), bl BLOB, \
+         bt BIT(5), n INT)",
+    )
+    .await
+    .unwrap();
+    c.query_drop(
+        "INSERT INTO test_db.ty VALUES \
+         (1, -5, 65535, -70000, 18446744073709551615, 1.5, -2.25, 12.345, '2026-12-03', \
+          '2026-12-03 07:08:09.123456', '2026-01-02 03:04:05', '-838:59:59.000001', 2026, \
+          'héllo', x'00ff', b'10101', NULL), \
+         (2, 0, 0, 0, 0, 0, 0, 0, '2026-01-01', '2026-12-03 00:00:00', NULL, '00:00:00', \
+          NULL, '', '', b'0', 7)",
+    )
+    .await
+    .unwrap();
+    let select = "SELECT * FROM test_db.ty WHERE id <= ? ORDER BY id";
+    let rows = |rs: Vec<mysql_async::Row>| -> Vec<Vec<mysql_async::Value>> {
+        rs.into_iter().map(mysql_async::Row::unwrap).collect()
+    };
+    // Outside a transaction the local engine answers in the binary protocol itself.
+    let direct = rows(c.exec(select, (10,)).await.unwrap());
+    assert_eq!(direct.len(), 2);
+
+    c.exec_drop("BEGIN", ()).await.unwrap();
+    c.exec_drop("INSERT INTO test_db.ty (id, vc) VALUES (?, ?)", (3, "mine"))
+        .await
+        .unwrap();
+    assert_eq!(rows(c.exec(select, (2,)).await.unwrap()), direct);
+    let mine: Option<String> = c
+        .exec_first("SELECT vc FROM test_db.ty WHERE id = ?", (3,))
+        .await
+        .unwrap();
+    assert_eq!(mine.as_deref(), Some("mine"), "the transaction's own write");
+    let returned: Vec<(i32, String)> = c
+        .exec(
+            "INSERT INTO test_db.ty (id, vc) VALUES (?, ?) RETURNING id, vc",
+            (4, "back"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(returned, vec![(4, "back".to_string())]);
+    c.exec_drop("ROLLBACK", ()).await.unwrap();
+    let gone: Option<String> = c
+        .exec_first("SELECT vc FROM test_db.ty WHERE id = ?", (3,))
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+}

@@ -317,10 +317,13 @@ impl Session {
                 // Transaction control (sysbench and some drivers prepare BEGIN/COMMIT) answers
                 // an OK packet in either protocol, so it takes the same text path.
                 let txn_control = matches!(class.kind, StatementKind::Transaction(_));
-                if (class.kind == StatementKind::Write && dml || txn_control) && !class.is_multi {
+                let read = class.kind == StatementKind::Read;
+                if (class.kind == StatementKind::Write && dml || txn_control || read)
+                    && !class.is_multi
+                {
                     // Prepared on the local engine for its metadata; executed as text on
-                    // the leader (writes) or through the session's routing (transaction
-                    // control).
+                    // the leader (writes), through the session's routing (transaction
+                    // control), or where the session's reads go (reads).
                     let next = self.forward(raw, Some(Expect::Prepare)).await;
                     if let (Some((id, params)), Some(sql)) = (self.last_prepared.take(), text) {
                         self.prepared_writes.insert(
@@ -328,6 +331,7 @@ impl Session {
                             PreparedWrite {
                                 sql: sql.to_string(),
                                 params,
+                                read,
                                 ..Default::default()
                             },
                         );
@@ -339,9 +343,8 @@ impl Session {
                         1235,
                         "42000",
                         "shared-db cannot replicate this statement: prepared statements other \
-                         than INSERT/UPDATE/DELETE/REPLACE and transaction control that write, \
-                         and prepared reads inside a transaction, are not replicated yet; use \
-                         the text protocol",
+                         than INSERT/UPDATE/DELETE/REPLACE, reads and transaction control are \
+                         not replicated yet; use the text protocol",
                     ))
                     .await;
                     return Next::Continue;
@@ -353,6 +356,12 @@ impl Session {
                     .get(1..5)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 if let Some(stmt) = id.and_then(|id| self.prepared_writes.get_mut(&id)) {
+                    if stmt.read {
+                        let text = crate::replication::prepared::translate(&payload[1..], stmt);
+                        let sql = stmt.sql.clone();
+                        let cursor = payload.get(5).is_some_and(|flags| *flags != 0);
+                        return self.prepared_read(raw, &sql, text, cursor).await;
+                    }
                     return match crate::replication::prepared::translate(&payload[1..], stmt) {
                         Ok(text) => {
                             let class = crate::sql::classify::classify(&text);
@@ -510,7 +519,7 @@ impl Session {
                 self.reply_error(&e).await;
                 Next::Continue
             }
-            Route::Leader(ops) => self.on_leader(&r, ops, text).await,
+            Route::Leader(ops) => self.on_leader(&r, ops, text, false).await,
         }
     }
 
@@ -524,7 +533,8 @@ impl Session {
             return Next::Close;
         };
         match st.route(text, class) {
-            Route::Leader(ops) => self.on_leader(&r, ops, text).await,
+            // A result set (`INSERT … RETURNING`) goes back in the binary protocol.
+            Route::Leader(ops) => self.on_leader(&r, ops, text, true).await,
             Route::Refuse(e) => {
                 self.reply_error(&e).await;
                 Next::Continue
@@ -541,8 +551,65 @@ impl Session {
         }
     }
 
-    /// Runs operations on the leader and relays the last one's answer.
-    async fn on_leader(&mut self, r: &Replication, ops: Vec<ExecOp>, text: &str) -> Next {
+    /// A prepared read's `COM_STMT_EXECUTE`: where the session's text reads would go. On the
+    /// local engine it runs as sent; on the leader (inside a transaction, leader reads) it runs
+    /// as `text` on the shadow session and its rows are re-encoded for the binary protocol.
+    async fn prepared_read(
+        &mut self,
+        raw: &[u8],
+        sql: &str,
+        text: Result<String, String>,
+        cursor: bool,
+    ) -> Next {
+        let Some(r) = self.frontend.replication.get().cloned() else {
+            return Next::Close;
+        };
+        let Some(st) = self.repl.as_mut() else {
+            return Next::Close;
+        };
+        let refuse = |why: String| {
+            SqlError::new(
+                1235,
+                "42000",
+                format!("shared-db cannot run this prepared read on the leader: {why}"),
+            )
+        };
+        // Routed as its text would be (the statement with `?` when the parameters could not
+        // be read: only the leader path needs them, the local engine takes the packet as is).
+        let routed = text.as_deref().unwrap_or(sql).to_string();
+        let class = crate::sql::classify::classify(&routed);
+        match st.route(&routed, &class) {
+            Route::Leader(_) if cursor => {
+                self.reply_error(&refuse(
+                    "cursors (COM_STMT_FETCH) are not supported there".into(),
+                ))
+                .await;
+                Next::Continue
+            }
+            Route::Leader(ops) => match text {
+                Ok(text) => self.on_leader(&r, ops, &text, true).await,
+                Err(why) => {
+                    self.reply_error(&refuse(why)).await;
+                    Next::Continue
+                }
+            },
+            Route::Refuse(e) => {
+                self.reply_error(&e).await;
+                Next::Continue
+            }
+            _ => self.forward(raw, Some(Expect::Results)).await,
+        }
+    }
+
+    /// Runs operations on the leader and relays the last one's answer (its rows re-encoded
+    /// for the binary protocol when `binary`).
+    async fn on_leader(
+        &mut self,
+        r: &Replication,
+        ops: Vec<ExecOp>,
+        text: &str,
+        binary: bool,
+    ) -> Next {
         let n = ops.len();
         for (i, op) in ops.into_iter().enumerate() {
             let Some(st) = self.repl.as_mut() else {
@@ -607,6 +674,16 @@ impl Session {
                         }
                         f
                     });
+                }
+                if binary {
+                    packets = match crate::replication::binary_rows::text_to_binary(packets) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.reply_error(&SqlError::new(1105, "HY000", e.to_string()))
+                                .await;
+                            return Next::Continue;
+                        }
+                    };
                 }
                 if session_cmd && !failed {
                     st.remember(text);

@@ -6,6 +6,7 @@
 //! - [`applier`]: [`ReplicaEngine`], the [`StateMachine`] every node runs.
 //! - [`meta`]: the `flux_meta` schema (applied position, XA markers, diverged flag).
 //! - [`prepared`]: prepared statements that write, translated to text.
+//! - [`binary_rows`]: text result sets re-encoded as binary ones (prepared reads run as text).
 //! - [`snapshot`]: dumps and installs of all user databases.
 //! - [`forward`]: the internal API routes and the [`LeaderChannel`] followers use.
 //! - [`router`]: per-session routing decisions (local, leader, refused).
@@ -16,6 +17,7 @@
 //! [`SingleNodeProvider`]); see `docs/shared-db-replication.md`.
 
 pub mod applier;
+pub mod binary_rows;
 pub mod context;
 pub mod entry;
 pub mod executor;

@@ -11,6 +11,9 @@ pub struct PreparedWrite {
     pub types: Vec<(u8, bool)>,
     /// `COM_STMT_SEND_LONG_DATA` was used: not supported for translated statements.
     pub long_data: bool,
+    /// A read: executed on the local engine, or (inside a transaction) as text on the
+    /// leader's shadow session with its rows re-encoded for the binary protocol.
+    pub read: bool,
 }
 
 /// Parses a `COM_STMT_EXECUTE` body (after the command byte) for `stmt` and returns the text
