@@ -179,6 +179,11 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
             Some(mine + 1),
             "reads inside a transaction see its writes"
         );
+        let prepared: Option<u64> = c
+            .exec_first("SELECT COUNT(*) FROM app.t WHERE node = ?", (id,))
+            .await
+            .unwrap();
+        assert_eq!(prepared, Some(mine + 1), "prepared reads too");
         let updated = c
             .query_drop(format!(
                 "UPDATE app.t SET v = v + 1 WHERE node = {id} AND v < 0 ORDER BY id"

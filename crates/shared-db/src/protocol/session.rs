@@ -482,25 +482,7 @@ impl Session {
         let route = st.route(text, class);
         tracing::debug!(id = self.id, ?route, "routed");
         match route {
-            Route::Local => {
-                let fence = st.fence;
-                st.last_on_leader = false;
-                if fence > r.engine.applied_index()
-                    && !r.engine.wait_applied(fence, r.read_wait).await
-                {
-                    self.reply_error(&SqlError::new(
-                        1105,
-                        "HY000",
-                        format!(
-                            "this node has not applied your last write (log index {fence}) within {:?}; try again",
-                            r.read_wait
-                        ),
-                    ))
-                    .await;
-                    return Next::Continue;
-                }
-                self.forward(raw, Some(Expect::Results)).await
-            }
+            Route::Local => self.local_read(&r, raw).await,
             Route::LocalSession => {
                 st.last_on_leader = false;
                 let next = self.forward(raw, Some(Expect::Results)).await;
@@ -521,6 +503,29 @@ impl Session {
             }
             Route::Leader(ops) => self.on_leader(&r, ops, text, false).await,
         }
+    }
+
+    /// A read on the local engine, once this node has applied the session's last write
+    /// (bounded by the read wait).
+    async fn local_read(&mut self, r: &Replication, raw: &[u8]) -> Next {
+        let Some(st) = self.repl.as_mut() else {
+            return Next::Close;
+        };
+        let fence = st.fence;
+        st.last_on_leader = false;
+        if fence > r.engine.applied_index() && !r.engine.wait_applied(fence, r.read_wait).await {
+            self.reply_error(&SqlError::new(
+                1105,
+                "HY000",
+                format!(
+                    "this node has not applied your last write (log index {fence}) within {:?}; try again",
+                    r.read_wait
+                ),
+            ))
+            .await;
+            return Next::Continue;
+        }
+        self.forward(raw, Some(Expect::Results)).await
     }
 
     /// A statement translated from a prepared statement: only leader routes apply (it has no
@@ -597,7 +602,7 @@ impl Session {
                 self.reply_error(&e).await;
                 Next::Continue
             }
-            _ => self.forward(raw, Some(Expect::Results)).await,
+            _ => self.local_read(&r, raw).await,
         }
     }
 
