@@ -305,7 +305,10 @@ impl Session {
             }
             cmd::STMT_PREPARE if self.repl.is_some() => {
                 let class = self.classify(&payload[1..]);
-                let in_txn = self.repl.as_ref().is_some_and(|s| s.in_txn);
+                let in_txn = self
+                    .repl
+                    .as_ref()
+                    .is_some_and(|s| s.in_txn || s.begin_pending);
                 let text = std::str::from_utf8(&payload[1..]).ok();
                 let dml = text.is_some_and(|t| {
                     let w = first_words(t, 1);
@@ -463,7 +466,10 @@ impl Session {
             return self.forward(raw, Some(Expect::Results)).await;
         };
         let Ok(text) = std::str::from_utf8(sql) else {
-            let in_txn = self.repl.as_ref().is_some_and(|s| s.in_txn);
+            let in_txn = self
+                .repl
+                .as_ref()
+                .is_some_and(|s| s.in_txn || s.begin_pending);
             if class.kind == StatementKind::Read && !in_txn {
                 return self.forward(raw, Some(Expect::Results)).await;
             }
@@ -540,6 +546,11 @@ impl Session {
         match st.route(text, class) {
             // A result set (`INSERT … RETURNING`) goes back in the binary protocol.
             Route::Leader(ops) => self.on_leader(&r, ops, text, true).await,
+            // Transaction control answered here (an OK packet is the same in both protocols).
+            Route::Ok(flags) => {
+                let ok = wire::ok_packet(0, 0, flags, 0);
+                self.write_packets(&[ok]).await
+            }
             Route::Refuse(e) => {
                 self.reply_error(&e).await;
                 Next::Continue
@@ -615,6 +626,12 @@ impl Session {
         text: &str,
         binary: bool,
     ) -> Next {
+        let mut ops = ops;
+        // A `BEGIN` answered here travels with the statement after it: one forward.
+        let begin_first = ops.len() > 1 && matches!(ops[0], ExecOp::Begin);
+        if begin_first {
+            ops.remove(0);
+        }
         let n = ops.len();
         for (i, op) in ops.into_iter().enumerate() {
             let Some(st) = self.repl.as_mut() else {
@@ -627,6 +644,8 @@ impl Session {
                     ..
                 }
             );
+            let begin = begin_first && i == 0;
+            let opens = begin || matches!(&op, ExecOp::Begin);
             let req = ExecRequest {
                 origin: st.origin,
                 user: st.user.clone(),
@@ -634,6 +653,7 @@ impl Session {
                 collation: self.login.collation,
                 history: st.history.clone(),
                 in_txn: st.in_txn,
+                begin,
                 op,
             };
             st.uses_leader = true;
@@ -658,6 +678,11 @@ impl Session {
                 .packets
                 .last()
                 .is_some_and(|p| p.first() == Some(&wire::ERR));
+            // The transaction is open on the leader (or the statement that opened it ended
+            // it, as a deadlock does); only a failure with nothing open leaves it pending.
+            if opens && (resp.in_txn || !failed) {
+                st.begin_pending = false;
+            }
             if i + 1 < n && failed {
                 return self.write_packets(&resp.packets).await;
             }

@@ -66,6 +66,11 @@ pub struct ExecRequest {
     /// transaction was lost with a leader change and must not silently become autocommit).
     #[serde(default)]
     pub in_txn: bool,
+    /// Open a fresh transaction before `op` (the client's `BEGIN`, answered on its node, comes
+    /// with its first statement); one left open by an earlier attempt whose answer never
+    /// reached the client is rolled back first.
+    #[serde(default)]
+    pub begin: bool,
     pub op: ExecOp,
 }
 
@@ -304,6 +309,20 @@ impl Executor {
             }
             drop(c);
             s.replayed = req.history.len();
+        }
+        if req.begin {
+            self.rollback(&mut s).await;
+            // A write carries `XA START` in its own round trip.
+            let lazy = matches!(
+                req.op,
+                ExecOp::Query {
+                    role: Role::Write,
+                    ..
+                }
+            );
+            if let Err(e) = self.begin(&mut s, lazy).await {
+                return Ok(err_response(&e, false));
+            }
         }
         if req.in_txn && s.txn.is_none() && !matches!(req.op, ExecOp::Begin | ExecOp::Rollback) {
             return Ok(err_response(

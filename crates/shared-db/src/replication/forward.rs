@@ -276,6 +276,7 @@ mod tests {
             collation: 45,
             history: Vec::new(),
             in_txn: false,
+            begin: false,
             op: ExecOp::Begin,
         };
         let ch = HttpLeaderChannel;

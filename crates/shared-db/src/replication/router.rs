@@ -35,6 +35,10 @@ pub struct ClientState {
     pub user: String,
     /// Inside a transaction on the leader.
     pub in_txn: bool,
+    /// `BEGIN` was answered here and goes to the leader with the session's next statement
+    /// that needs it (one forward less per transaction); cleared once the leader ran it, or
+    /// when the transaction ends before that.
+    pub begin_pending: bool,
     pub autocommit: bool,
     /// Session commands run so far (replayed on the leader's shadow session).
     pub history: Vec<String>,
@@ -54,6 +58,7 @@ impl ClientState {
             origin,
             user,
             in_txn: false,
+            begin_pending: false,
             autocommit: true,
             history: Vec::new(),
             fence: 0,
@@ -75,19 +80,24 @@ impl ClientState {
         if self.autocommit {
             s |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
         }
-        if self.in_txn {
+        if self.in_txn || self.begin_pending {
             s |= StatusFlags::SERVER_STATUS_IN_TRANS;
         }
         s
     }
 
-    fn on_leader(&self, sql: &str, role: Role) -> Route {
+    fn on_leader(&mut self, sql: &str, role: Role) -> Route {
         let q = ExecOp::Query {
             sql: sql.to_string(),
             role,
         };
-        if !self.in_txn && !self.autocommit && role != Role::Ddl {
-            // autocommit=0: the first statement opens a transaction.
+        if role == Role::Ddl {
+            // DDL ends a transaction that ran nothing yet, as in MariaDB.
+            self.begin_pending = false;
+            return Route::Leader(vec![q]);
+        }
+        if !self.in_txn && (!self.autocommit || self.begin_pending) {
+            // autocommit=0, or a `BEGIN` answered here: this statement opens the transaction.
             Route::Leader(vec![ExecOp::Begin, q])
         } else {
             Route::Leader(vec![q])
@@ -122,7 +132,7 @@ impl ClientState {
                 if w(0) == "SET" && w(1) == "SHARED_DB_READ" {
                     self.leader_reads = w(2) == "LEADER";
                 }
-                if self.in_txn {
+                if self.in_txn || self.begin_pending {
                     self.on_leader(sql, Role::Session)
                 } else {
                     Route::LocalSession
@@ -131,7 +141,7 @@ impl ClientState {
             StatementKind::Read => {
                 let previous = class.depends_on_previous && self.last_on_leader;
                 let leader = class.force_leader || self.leader_reads;
-                if self.in_txn || leader || previous || !self.autocommit {
+                if self.in_txn || self.begin_pending || leader || previous || !self.autocommit {
                     self.on_leader(sql, Role::Read)
                 } else {
                     Route::Local
@@ -154,7 +164,12 @@ impl ClientState {
 
     fn route_tx(&mut self, sql: &str, tx: TxControl) -> Route {
         match tx {
-            TxControl::Begin { .. } => Route::Leader(vec![ExecOp::Begin]),
+            // Inside a transaction `BEGIN` commits it first: the leader does both.
+            TxControl::Begin { .. } if self.in_txn => Route::Leader(vec![ExecOp::Begin]),
+            TxControl::Begin { .. } => {
+                self.begin_pending = true;
+                Route::Ok(self.status())
+            }
             TxControl::Commit { chain, release } | TxControl::Rollback { chain, release } => {
                 if chain || release {
                     return Route::Refuse(refuse("COMMIT/ROLLBACK AND CHAIN or RELEASE"));
@@ -167,6 +182,7 @@ impl ClientState {
                 if self.in_txn {
                     Route::Leader(vec![op])
                 } else {
+                    self.begin_pending = false;
                     Route::Ok(self.status())
                 }
             }
@@ -175,6 +191,8 @@ impl ClientState {
                 if on && self.in_txn {
                     Route::Leader(vec![ExecOp::Commit])
                 } else {
+                    // Turning autocommit on ends a transaction that ran nothing yet.
+                    self.begin_pending &= !on;
                     Route::Ok(self.status())
                 }
             }
@@ -184,14 +202,14 @@ impl ClientState {
                         sql: sql.to_string(),
                         role: Role::Write,
                     }])
-                } else if !self.autocommit {
+                } else if !self.autocommit || self.begin_pending {
                     self.on_leader(sql, Role::Write)
                 } else {
                     Route::Local
                 }
             }
             TxControl::SetTransactionCharacteristics => {
-                if self.in_txn {
+                if self.in_txn || self.begin_pending {
                     self.on_leader(sql, Role::Session)
                 } else {
                     Route::LocalSession
@@ -316,6 +334,43 @@ mod tests {
         s.in_txn = true;
         assert!(
             matches!(route(&mut s, "SET autocommit = 1"), Route::Leader(ops) if matches!(&ops[..], [ExecOp::Commit]))
+        );
+    }
+
+    #[test]
+    fn begin_is_answered_here_and_opens_the_transaction_with_the_next_statement() {
+        let in_trans =
+            |r: Route| matches!(r, Route::Ok(f) if f.contains(StatusFlags::SERVER_STATUS_IN_TRANS));
+        let mut s = st();
+        assert!(in_trans(route(&mut s, "BEGIN")));
+        // Reads inside it run on the leader, in the transaction.
+        assert!(matches!(route(&mut s, "SELECT * FROM t"),
+            Route::Leader(ops) if matches!(&ops[..], [ExecOp::Begin, ExecOp::Query { role: Role::Read, .. }])));
+        // Until the leader confirms, every statement carries the BEGIN.
+        assert!(matches!(route(&mut s, "UPDATE t SET a = 1"),
+            Route::Leader(ops) if matches!(&ops[..], [ExecOp::Begin, ExecOp::Query { role: Role::Write, .. }])));
+        s.begin_pending = false;
+        s.in_txn = true;
+        assert!(matches!(route(&mut s, "UPDATE t SET a = 2"),
+            Route::Leader(ops) if matches!(&ops[..], [ExecOp::Query { role: Role::Write, .. }])));
+        assert!(
+            matches!(route(&mut s, "COMMIT"), Route::Leader(ops) if matches!(&ops[..], [ExecOp::Commit]))
+        );
+        s.in_txn = false;
+        // A transaction that ran nothing ends here.
+        assert!(in_trans(route(&mut s, "START TRANSACTION")));
+        assert!(
+            matches!(route(&mut s, "ROLLBACK"), Route::Ok(f) if !f.contains(StatusFlags::SERVER_STATUS_IN_TRANS))
+        );
+        assert_eq!(route(&mut s, "SELECT * FROM t"), Route::Local);
+        // DDL ends it too, as in MariaDB.
+        assert!(in_trans(route(&mut s, "BEGIN")));
+        assert!(matches!(route(&mut s, "CREATE TABLE u (a int)"),
+            Route::Leader(ops) if matches!(&ops[..], [ExecOp::Query { role: Role::Ddl, .. }])));
+        assert_eq!(route(&mut s, "SELECT * FROM t"), Route::Local);
+        assert!(in_trans(route(&mut s, "BEGIN")));
+        assert!(
+            matches!(route(&mut s, "SET autocommit = 1"), Route::Ok(f) if !f.contains(StatusFlags::SERVER_STATUS_IN_TRANS))
         );
     }
 }
