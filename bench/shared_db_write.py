@@ -98,7 +98,10 @@ def failover(cluster, kills):
     setup.cursor().execute("CREATE TABLE IF NOT EXISTS failover (id BIGINT PRIMARY KEY, "
                            "at DOUBLE NOT NULL)")
     setup.close()
-    acked, stop, last_ok, errors = [], threading.Event(), [0.0], []
+    # last_ok: when the last acknowledged write was sent and when it was acknowledged. A write
+    # sent before a kill can still be acknowledged just after it (its answer was on the way):
+    # recovery is measured to the first write sent after the kill.
+    acked, stop, last_ok, errors = [], threading.Event(), [(0.0, 0.0)], []
     recoveries = []
 
     def writer():
@@ -116,9 +119,10 @@ def failover(cluster, kills):
                     target = live[0]
                     conn = pymysql.connect(port=cluster.mysql_ports[target], **conn_args)
                 seq += 1
+                sent = time.monotonic()
                 conn.cursor().execute("INSERT INTO failover VALUES (%s, %s)", (seq, time.time()))
                 acked.append(seq)
-                last_ok[0] = time.monotonic()
+                last_ok[0] = (sent, time.monotonic())
             except pymysql.MySQLError as e:
                 errors.append((time.monotonic(), repr(e)[:160]))
                 conn = None
@@ -134,9 +138,10 @@ def failover(cluster, kills):
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             deadline = killed_at + 30
-            while last_ok[0] <= killed_at and time.monotonic() < deadline:
+            while last_ok[0][0] <= killed_at and time.monotonic() < deadline:
                 time.sleep(0.01)
-            recoveries.append(last_ok[0] - killed_at if last_ok[0] > killed_at else float("inf"))
+            sent, done = last_ok[0]
+            recoveries.append(done - killed_at if sent > killed_at else float("inf"))
             if recoveries[-1] == float("inf"):
                 seen = [f"{t - killed_at:+.1f}s {e}" for t, e in errors if t > killed_at - 1]
                 print("  errors after the kill:", *seen[:3], "...", *seen[-3:], sep="\n    ")
