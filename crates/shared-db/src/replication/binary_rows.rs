@@ -7,6 +7,7 @@
 //! as a length byte and their fields, everything else (decimals, strings, blobs, bits, JSON) as
 //! the same length-encoded bytes the text row had.
 
+use super::response::column_def;
 use crate::protocol::wire;
 
 /// Why a text result set could not be re-encoded.
@@ -53,7 +54,10 @@ pub fn text_to_binary(packets: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, EncodeError
         .iter()
         .skip(1)
         .take(columns)
-        .map(|p| column_type_and_flags(p))
+        .map(|p| {
+            let c = column_def(p);
+            (c.ty, c.flags)
+        })
         .collect();
     let mut out = Vec::with_capacity(packets.len());
     for (i, p) in packets.into_iter().enumerate() {
@@ -70,25 +74,6 @@ pub fn text_to_binary(packets: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, EncodeError
         }
     }
     Ok(out)
-}
-
-/// Type and flags of a column definition packet (protocol 4.1).
-fn column_type_and_flags(p: &[u8]) -> (u8, u16) {
-    // catalog, schema, table, org_table, name, org_name: six length-encoded strings.
-    let mut pos = 0;
-    for _ in 0..6 {
-        let Some((len, used)) = wire::get_lenenc_int(p, pos) else {
-            return (0, 0);
-        };
-        pos += used + usize::try_from(len).unwrap_or(usize::MAX / 2);
-    }
-    // 0x0c, charset u16, length u32, type u8, flags u16.
-    let ty = p.get(pos + 7).copied().unwrap_or(0);
-    let flags = p
-        .get(pos + 8..pos + 10)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .unwrap_or(0);
-    (ty, flags)
 }
 
 fn binary_row(text: &[u8], types: &[(u8, u16)]) -> Result<Vec<u8>, EncodeError> {

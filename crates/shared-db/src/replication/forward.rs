@@ -76,13 +76,25 @@ pub fn router_deferred(slot: ExecutorSlot) -> Router {
         .with_state(slot)
 }
 
-async fn exec(State(slot): State<ExecutorSlot>, body: Bytes) -> Response {
+/// The executor and the decoded request body, or the answer when either is missing.
+fn executor_and<T: serde::de::DeserializeOwned>(
+    slot: &ExecutorSlot,
+    body: &[u8],
+) -> Result<(Arc<Executor>, T), Box<Response>> {
     let Some(ex) = slot.get() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "replication is starting").into_response();
+        return Err(Box::new(
+            (StatusCode::SERVICE_UNAVAILABLE, "replication is starting").into_response(),
+        ));
     };
-    let req: ExecRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    serde_json::from_slice(body)
+        .map(|req| (ex, req))
+        .map_err(|e| Box::new((StatusCode::BAD_REQUEST, e.to_string()).into_response()))
+}
+
+async fn exec(State(slot): State<ExecutorSlot>, body: Bytes) -> Response {
+    let (ex, req) = match executor_and::<ExecRequest>(&slot, &body) {
+        Ok(v) => v,
+        Err(answer) => return *answer,
     };
     match ex.exec(req).await {
         Ok(resp) => json(StatusCode::OK, &resp),
@@ -93,25 +105,19 @@ async fn exec(State(slot): State<ExecutorSlot>, body: Bytes) -> Response {
 }
 
 async fn abort(State(slot): State<ExecutorSlot>, body: Bytes) -> Response {
-    let Some(ex) = slot.get() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "replication is starting").into_response();
-    };
-    match serde_json::from_slice::<AbortRequest>(&body) {
-        Ok(r) => {
+    match executor_and::<AbortRequest>(&slot, &body) {
+        Ok((ex, r)) => {
             ex.abort(r.origin).await;
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(answer) => *answer,
     }
 }
 
 async fn kill(State(slot): State<ExecutorSlot>, body: Bytes) -> Response {
-    let Some(ex) = slot.get() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "replication is starting").into_response();
-    };
-    let r: KillRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    let (ex, r) = match executor_and::<KillRequest>(&slot, &body) {
+        Ok(v) => v,
+        Err(answer) => return *answer,
     };
     match ex.kill(r.origin, r.query_only).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -232,23 +232,41 @@ fn more_results(status: Option<StatusFlags>) -> bool {
     status.is_some_and(|s| s.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS))
 }
 
-/// Type and character set of a column definition packet.
-fn column_type(p: &[u8]) -> (u8, u16) {
+/// The fixed fields of a column definition packet (protocol 4.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnDef {
+    pub ty: u8,
+    pub charset: u16,
+    pub flags: u16,
+}
+
+/// Reads a column definition packet's type, character set and flags (zeros if malformed).
+pub fn column_def(p: &[u8]) -> ColumnDef {
     // catalog, schema, table, org_table, name, org_name: six length-encoded strings.
     let mut pos = 0;
     for _ in 0..6 {
         let Some((len, used)) = wire::get_lenenc_int(p, pos) else {
-            return (0, 0);
+            return ColumnDef::default();
         };
         pos += used + usize::try_from(len).unwrap_or(usize::MAX / 2);
     }
-    // 0x0c, charset u16, length u32, type u8.
-    let charset = p
-        .get(pos + 1..pos + 3)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .unwrap_or(0);
-    let ty = p.get(pos + 7).copied().unwrap_or(0);
-    (ty, charset)
+    // 0x0c, charset u16, length u32, type u8, flags u16.
+    let u16_at = |at: usize| {
+        p.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .unwrap_or(0)
+    };
+    ColumnDef {
+        ty: p.get(pos + 7).copied().unwrap_or(0),
+        charset: u16_at(pos + 1),
+        flags: u16_at(pos + 8),
+    }
+}
+
+/// Type and character set of a column definition packet.
+fn column_type(p: &[u8]) -> (u8, u16) {
+    let c = column_def(p);
+    (c.ty, c.charset)
 }
 
 fn text_row(p: &[u8], types: &[(u8, u16)]) -> Vec<Cell> {
