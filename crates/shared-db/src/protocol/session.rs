@@ -19,7 +19,7 @@ use super::stream::BoxStream;
 use super::wire;
 use crate::protocol::backend::BackendError;
 use crate::replication::context::quote_ident;
-use crate::replication::prepared::PreparedWrite;
+use crate::replication::prepared::PreparedText;
 use crate::replication::router::{first_words, ClientState, Route};
 use crate::replication::{ExecOp, ExecRequest, Replication, Role};
 use crate::sql::classify::{Classification, StatementKind};
@@ -141,7 +141,7 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         repl,
         last_failed: false,
         last_prepared: None,
-        prepared_writes: HashMap::new(),
+        prepared_text: HashMap::new(),
     };
     session.run().await;
     session.end_replicated().await;
@@ -199,8 +199,9 @@ struct Session {
     last_failed: bool,
     /// The statement id of the last COM_STMT_PREPARE the engine answered.
     last_prepared: Option<(u32, u16)>,
-    /// Prepared statements that write (cluster mode): run as text on the leader.
-    prepared_writes: HashMap<u32, PreparedWrite>,
+    /// Prepared writes, reads and transaction control (cluster mode), by statement id: run as
+    /// text where the leader must run them.
+    prepared_text: HashMap<u32, PreparedText>,
 }
 
 impl Session {
@@ -329,9 +330,9 @@ impl Session {
                     // control), or where the session's reads go (reads).
                     let next = self.forward(raw, Some(Expect::Prepare)).await;
                     if let (Some((id, params)), Some(sql)) = (self.last_prepared.take(), text) {
-                        self.prepared_writes.insert(
+                        self.prepared_text.insert(
                             id,
-                            PreparedWrite {
+                            PreparedText {
                                 sql: sql.to_string(),
                                 params,
                                 read,
@@ -358,7 +359,7 @@ impl Session {
                 let id = payload
                     .get(1..5)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                if let Some(stmt) = id.and_then(|id| self.prepared_writes.get_mut(&id)) {
+                if let Some(stmt) = id.and_then(|id| self.prepared_text.get_mut(&id)) {
                     if stmt.read {
                         let text = crate::replication::prepared::translate(&payload[1..], stmt);
                         let sql = stmt.sql.clone();
@@ -391,8 +392,8 @@ impl Session {
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 if let Some(id) = id {
                     if command == cmd::STMT_CLOSE {
-                        self.prepared_writes.remove(&id);
-                    } else if let Some(p) = self.prepared_writes.get_mut(&id) {
+                        self.prepared_text.remove(&id);
+                    } else if let Some(p) = self.prepared_text.get_mut(&id) {
                         p.long_data = true;
                     }
                 }
@@ -401,7 +402,7 @@ impl Session {
             cmd::RESET_CONNECTION if self.repl.is_some() => {
                 let next = self.forward(raw, Some(Expect::Single)).await;
                 self.end_replicated().await;
-                self.prepared_writes.clear();
+                self.prepared_text.clear();
                 if let Some(st) = self.repl.as_mut() {
                     *st = ClientState::new(st.origin, st.user.clone());
                 }
@@ -874,7 +875,7 @@ impl Session {
                 self.login.collation = collation;
                 // A new session as far as the cluster is concerned.
                 self.end_replicated().await;
-                self.prepared_writes.clear();
+                self.prepared_text.clear();
                 if let Some(st) = self.repl.as_mut() {
                     *st = ClientState::new(st.origin, st.user.clone());
                     if let Some(db) = db {

@@ -5,7 +5,7 @@
 //! - [`executor`]: the leader's write path (shadow sessions, XA, proposals).
 //! - [`applier`]: [`ReplicaEngine`], the [`StateMachine`] every node runs.
 //! - [`meta`]: the `flux_meta` schema (applied position, XA markers, diverged flag).
-//! - [`prepared`]: prepared statements that write, translated to text.
+//! - [`prepared`]: prepared statements translated to text (writes; reads on the leader).
 //! - [`binary_rows`]: text result sets re-encoded as binary ones (prepared reads run as text).
 //! - [`snapshot`]: dumps and installs of all user databases.
 //! - [`forward`]: the internal API routes and the [`LeaderChannel`] followers use.

@@ -1,10 +1,11 @@
-//! Prepared statements that write, translated to text for the log: the parameters of a
-//! `COM_STMT_EXECUTE` are rendered as SQL literals and spliced into the statement's `?`
-//! placeholders, and the text runs through the ordinary replicated write path.
+//! Prepared statements translated to text: the parameters of a `COM_STMT_EXECUTE` are
+//! rendered as SQL literals and spliced into the statement's `?` placeholders. Writes then take
+//! the ordinary replicated write path (the text is what the log holds); reads that must run on
+//! the leader's shadow session take the text read path.
 
-/// A prepared write statement of a client session.
+/// A prepared statement of a client session that runs as text when it must.
 #[derive(Debug, Clone, Default)]
-pub struct PreparedWrite {
+pub struct PreparedText {
     pub sql: String,
     pub params: u16,
     /// Parameter types bound by the last execute (type byte, unsigned).
@@ -18,7 +19,7 @@ pub struct PreparedWrite {
 
 /// Parses a `COM_STMT_EXECUTE` body (after the command byte) for `stmt` and returns the text
 /// statement with its parameters as literals.
-pub fn translate(body: &[u8], stmt: &mut PreparedWrite) -> Result<String, String> {
+pub fn translate(body: &[u8], stmt: &mut PreparedText) -> Result<String, String> {
     if stmt.long_data {
         return Err("parameters sent with COM_STMT_SEND_LONG_DATA".into());
     }
@@ -226,7 +227,7 @@ mod tests {
 
     #[test]
     fn execute_packets_become_text() {
-        let mut st = PreparedWrite {
+        let mut st = PreparedText {
             sql: "INSERT INTO t VALUES (?, ?, '?', ?, ?) -- ?".into(),
             params: 4,
             ..Default::default()
