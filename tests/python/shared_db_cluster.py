@@ -193,13 +193,17 @@ class DevCluster:
         self.log.close()
 
     def logs(self):
-        """The tail of every node's log (for assertion messages)."""
+        """The tail of every node's log, and of its log since a restart (for assertion
+        messages)."""
         out = []
         for n in self.nodes():
-            try:
-                out.append(f"--- node {n['id']}\n" + Path(n["log"]).read_text()[-4000:])
-            except OSError:
-                pass
+            for name, path in ((f"node {n['id']}", Path(n["log"])),
+                               (f"node {n['id']} since its restart",
+                                self.dir / f"node{n['id']}-restart.log")):
+                try:
+                    out.append(f"--- {name}\n" + path.read_text(errors="replace")[-4000:])
+                except OSError:
+                    pass
         return "\n".join(out)
 
     def cluster_cli(self, *args, node=0, timeout=600):
