@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::Operator;
 use testkit::MariaDb;
@@ -104,5 +105,9 @@ fn mariadb_slap_mixed_load_with_16_clients() {
         "{text}"
     );
     assert!(!text.to_lowercase().contains("error"), "{text}");
-    assert_eq!(op.status()["connections"]["active"], 0);
+    op.wait_for_status(
+        "every client session closed",
+        Duration::from_secs(10),
+        |st| st["connections"]["active"] == 0,
+    );
 }

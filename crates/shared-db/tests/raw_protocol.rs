@@ -219,18 +219,11 @@ fn a_client_that_stops_reading_is_dropped_within_the_write_timeout() {
         &mut s,
         b"\x03SELECT REPEAT('x', 1000000) FROM test_db.seq_1_to_200",
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = op.status();
-        if st["connections"]["active"] == 0 && st["connections"]["engine_pool_in_use"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stalled client still holds its session: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    op.wait_for_status(
+        "the stalled client's session and engine connection released",
+        Duration::from_secs(30),
+        |st| st["connections"]["active"] == 0 && st["connections"]["engine_pool_in_use"] == 0,
+    );
     drop(s);
     let (ok, out) = common::mariadb_cli(op.port(), db.password(), &[], "SELECT 1");
     assert!(ok, "{out}");

@@ -112,6 +112,29 @@ impl Operator {
         serde_json::from_str(&body).expect("status is JSON")
     }
 
+    /// Polls `/status` until `done` holds (a client's disconnect is processed a moment after
+    /// the client exits); panics with the last status after `within`.
+    #[allow(dead_code)]
+    pub fn wait_for_status(
+        &self,
+        what: &str,
+        within: std::time::Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let st = self.status();
+            if done(&st) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {within:?}: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Stops the operator with SIGTERM and returns whether it exited cleanly.
     pub fn stop(&mut self) -> bool {
         self.child.stop().is_some_and(|s| s.success())
