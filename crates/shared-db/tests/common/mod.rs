@@ -114,7 +114,6 @@ impl Operator {
 
     /// Polls `/status` until `done` holds (a client's disconnect is processed a moment after
     /// the client exits); panics with the last status after `within`.
-    #[allow(dead_code)]
     pub fn wait_for_status(
         &self,
         what: &str,
