@@ -105,6 +105,15 @@ def five_rows_everywhere(cluster, leader, db):
     cluster.wait_converged()
 
 
+def same_rows_everywhere(cluster, db, n):
+    """Waits for every node to apply the leader's log, then checks each holds the same `n`
+    rows of `db`.t."""
+    cluster.wait_converged(timeout=120)
+    result = contents(cluster, db, "t")
+    assert [len(r[1]) for r in result] == [n, n, n], cluster.logs()
+    assert result[0] == result[1] == result[2]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     # A snapshot every 60 entries, keeping 5 behind it: the first test stays below the first
@@ -132,10 +141,7 @@ def test_lost_entries_still_in_the_log_are_applied_again(cluster):
     cluster.wait_converged(timeout=120)
 
     rewind.crash_and_rewind()
-    cluster.wait_converged(timeout=120)
-    result = contents(cluster, "rewind", "t")
-    assert [len(r[1]) for r in result] == [12, 12, 12], cluster.logs()
-    assert result[0] == result[1] == result[2]
+    same_rows_everywhere(cluster, "rewind", 12)
     assert "applying the missing entries again from the log" in restart_log(cluster, follower)
 
 
@@ -150,8 +156,5 @@ def test_lost_entries_the_log_no_longer_holds_come_from_the_local_snapshot(clust
     cluster.wait_converged()
 
     rewind.crash_and_rewind()
-    cluster.wait_converged(timeout=120)
-    result = contents(cluster, "rewind2", "t")
-    assert [len(r[1]) for r in result] == [150, 150, 150], cluster.logs()
-    assert result[0] == result[1] == result[2]
+    same_rows_everywhere(cluster, "rewind2", 150)
     assert "installing the local snapshot" in restart_log(cluster, follower)
