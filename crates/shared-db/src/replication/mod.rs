@@ -243,10 +243,12 @@ impl Replication {
             )
         };
         if leader.id == self.log.node_id() {
-            self.executor
-                .kill(origin, query_only)
-                .await
-                .map_err(|e| failed(e.to_string()))
+            match tokio::time::timeout(KILL_TIMEOUT, self.executor.kill(origin, query_only)).await {
+                Ok(r) => r.map_err(|e| failed(e.to_string())),
+                Err(_) => Err(failed(format!(
+                    "no answer from the engine within {KILL_TIMEOUT:?}"
+                ))),
+            }
         } else {
             let req = forward::KillRequest { origin, query_only };
             forward::forward_kill(self.channel.as_ref(), &leader, &req, KILL_TIMEOUT)
