@@ -23,6 +23,16 @@ async fn single_node_log_applies_writes_and_reports_status() {
         .unwrap();
     assert_eq!(c.affected_rows(), 2);
     assert_eq!(c.last_insert_id(), Some(1));
+    // A failing autocommit write (its XA END + PREPARE went out right behind it) gives the
+    // engine's error and leaves nothing prepared or logged; the session writes on.
+    let err = c
+        .query_drop("INSERT INTO test_db.t (id, u) VALUES (1, 'dup')")
+        .await
+        .unwrap_err();
+    match err {
+        mysql_async::Error::Server(e) => assert_eq!(e.code, 1062, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
     c.query_drop("SET autocommit = 0").await.unwrap();
     c.query_drop("INSERT INTO test_db.t (u) VALUES ('a')")
         .await
@@ -55,6 +65,13 @@ async fn single_node_log_applies_writes_and_reports_status() {
     )
     .await
     .unwrap();
+    let prepared: Vec<mysql_async::Row> = e.query("XA RECOVER").await.unwrap();
+    assert!(prepared.is_empty(), "{prepared:?}");
+    let markers: Option<u64> = e
+        .query_first("SELECT COUNT(*) FROM flux_meta.xa_done")
+        .await
+        .unwrap();
+    assert_eq!(markers, Some(0), "markers are cleared with the position");
     let idx: Option<u64> = e
         .query_first("SELECT log_index FROM flux_meta.position")
         .await

@@ -452,7 +452,7 @@ impl ReplicaEngine {
             ))
             .await?;
         let conn = self.session(inner, d.origin, d.client_caps).await?;
-        let outcome = run_statement(conn, &d.statement, false).await?;
+        let outcome = run_statement(conn, &d.statement).await?;
         self.record(inner, pos).await?;
         inner
             .ddl_outcomes
@@ -506,11 +506,19 @@ impl ReplicaEngine {
             self.record_after_xa(inner, pos, &t.xid).await?;
             return Ok(ApplyReply::Duplicate);
         }
-        // Everyone else: run the statements.
+        // Everyone else: run the statements, as many per round trip as can share one, then
+        // record the position and commit (with the last batch).
         let conn = self.session(inner, t.origin, t.client_caps).await?;
-        for (i, stmt) in t.statements.iter().enumerate() {
-            let got = run_statement(conn, stmt, i == 0).await?;
-            if let Some(want) = &stmt.outcome {
+        let end = format!("{}; COMMIT", meta::position_sql(pos));
+        let mut next = 0;
+        loop {
+            let batch = run_batch(conn, &t.statements[next..], next == 0, &end).await?;
+            for got in batch.outcomes {
+                let i = next;
+                next += 1;
+                let Some(want) = t.statements.get(i).and_then(|s| s.outcome.as_ref()) else {
+                    continue;
+                };
                 if !want.agrees_with(&got) {
                     let _ = conn.query_drop("ROLLBACK").await;
                     let reason = format!(
@@ -521,13 +529,10 @@ impl ReplicaEngine {
                     return Ok(ApplyReply::Diverged { reason });
                 }
             }
+            if batch.ended {
+                return Ok(ApplyReply::Applied { outcome: None });
+            }
         }
-        if t.statements.is_empty() {
-            conn.query_drop("BEGIN").await?;
-        }
-        conn.query_drop(&format!("{}; COMMIT", meta::position_sql(pos)))
-            .await?;
-        Ok(ApplyReply::Applied { outcome: None })
     }
 
     /// Writes the deferred position of the leader's own committed transactions.
@@ -573,20 +578,124 @@ impl ReplicaEngine {
     }
 }
 
-/// Runs one logged statement with its context on an applier connection (`begin`: open the
-/// transaction in the same round trip).
+/// What one round trip of [`run_batch`] did.
+struct Batch {
+    /// The outcome of each statement that ran, in order (the last one may have failed, which
+    /// ends the batch).
+    outcomes: Vec<Outcome>,
+    /// Every statement ran and so did the closing statements.
+    ended: bool,
+}
+
+/// Bytes of SQL sent in one batch (beyond that, a statement waits for the next round trip).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A logged statement another may follow in the same multi-statement query: it succeeded on the
+/// leader (a failing one ends the batch anyway) and has no `;` or comment that could swallow
+/// or split what comes after it.
+fn can_be_followed(stmt: &LoggedStatement) -> bool {
+    let sql = &stmt.sql;
+    stmt.outcome.as_ref().is_some_and(|o| o.error == 0)
+        && !sql.contains([';', '#'])
+        && !sql.contains("--")
+        && !sql.contains("/*")
+}
+
+/// Runs logged statements with their contexts on an applier connection, as many as can share
+/// one multi-statement query (`begin`: open the transaction first), followed by `end` once the
+/// last one ran. Returns after one round trip.
+async fn run_batch(
+    conn: &mut Backend,
+    stmts: &[LoggedStatement],
+    begin: bool,
+    end: &str,
+) -> Result<Batch, BackendError> {
+    let mut sql = String::with_capacity(512);
+    // Per result: `None` for our own statements, `Some(i)` for logged statement `i`.
+    let mut plan: Vec<Option<usize>> = Vec::new();
+    let push = |sql: &mut String, plan: &mut Vec<Option<usize>>, text: &str, i| {
+        if !sql.is_empty() {
+            sql.push_str("; ");
+        }
+        sql.push_str(text);
+        plan.push(i);
+    };
+    if begin {
+        push(&mut sql, &mut plan, "BEGIN", None);
+    }
+    let mut taken = 0;
+    for (i, stmt) in stmts.iter().enumerate() {
+        if let Some(db) = &stmt.ctx.db {
+            push(
+                &mut sql,
+                &mut plan,
+                &format!("USE {}", quote_ident(db)),
+                None,
+            );
+        }
+        push(&mut sql, &mut plan, &stmt.ctx.to_set_sql(), None);
+        push(&mut sql, &mut plan, &stmt.sql, Some(i));
+        taken = i + 1;
+        if !can_be_followed(stmt) || sql.len() >= BATCH_BYTES {
+            break;
+        }
+    }
+    let all = taken == stmts.len();
+    if all {
+        // `end` holds two statements: the position and COMMIT.
+        push(&mut sql, &mut plan, end, None);
+        plan.push(None);
+    }
+    let c = run_query(conn, &sql).await?;
+    let mut outcomes = Vec::new();
+    for (k, what) in plan.iter().enumerate() {
+        let Some(got) = c.result_outcome(k) else {
+            // Failures are handled as they come: the engine ended the query early.
+            return Err(BackendError::Server {
+                code: 1105,
+                message: format!(
+                    "the engine answered {} of the {} statements of an applied batch",
+                    c.results,
+                    plan.len()
+                ),
+                payload: Vec::new(),
+            });
+        };
+        match what {
+            Some(_) => {
+                let failed = got.error != 0;
+                outcomes.push(got);
+                if failed {
+                    return Ok(Batch {
+                        outcomes,
+                        ended: false,
+                    });
+                }
+            }
+            None if got.error != 0 => {
+                return Err(BackendError::Server {
+                    code: got.error,
+                    message: got.message,
+                    payload: c.packets.last().cloned().unwrap_or_default(),
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(Batch {
+        outcomes,
+        ended: all,
+    })
+}
+
+/// Runs one logged statement (DDL) with its context on an applier connection.
 async fn run_statement(
     conn: &mut Backend,
     stmt: &LoggedStatement,
-    begin: bool,
 ) -> Result<Outcome, BackendError> {
     // One round trip: the context statements, then the logged one.
     let mut sql = String::with_capacity(512 + stmt.sql.len());
     let mut prelude = 1;
-    if begin {
-        sql.push_str("BEGIN; ");
-        prelude += 1;
-    }
     if let Some(db) = &stmt.ctx.db {
         sql.push_str(&format!("USE {}; ", quote_ident(db)));
         prelude += 1;

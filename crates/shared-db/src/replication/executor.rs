@@ -19,7 +19,7 @@ use super::entry::{
     ApplyReply, DdlEntry, EntryBody, LogEntry, LoggedStatement, Origin, Outcome, TxnEntry,
 };
 use super::meta;
-use super::response::{outcome_packet, patch_status, run_query, Cell, Collected};
+use super::response::{outcome_packet, patch_status, run_query, run_query_pair, Cell, Collected};
 use crate::cluster::contract::{PeerInfo, ProposeError, ReplicatedLog};
 use crate::protocol::backend::{relayable_capabilities, Backend, BackendError, EngineTarget};
 use crate::protocol::errors::SqlError;
@@ -99,6 +99,9 @@ struct OpenTxn {
     xid: String,
     /// `XA START` was sent (an autocommit write sends it with its first packet).
     started: bool,
+    /// `XA END` + `XA PREPARE` ran too (an autocommit write sends them right behind its
+    /// statement, in the same round trip).
+    prepared: bool,
     statements: Vec<LoggedStatement>,
     _gate: OwnedRwLockReadGuard<()>,
 }
@@ -436,6 +439,7 @@ impl Executor {
         s.txn = Some(OpenTxn {
             xid,
             started: !lazy,
+            prepared: false,
             statements: Vec::new(),
             _gate: gate,
         });
@@ -464,14 +468,11 @@ impl Executor {
             let _ = c.query_drop(&format!("XA ROLLBACK {x}")).await;
             return ok_response(StatusFlags::SERVER_STATUS_AUTOCOMMIT, None, false);
         }
-        let prepared = {
+        let prepared = if txn.prepared {
+            Ok(())
+        } else {
             let mut c = s.conn.lock().await;
-            let r = c
-                .query_drop(&format!(
-                    "{}; XA END {x}; XA PREPARE {x}",
-                    meta::xa_done_sql(&txn.xid)
-                ))
-                .await;
+            let r = c.query_drop(&prepare_sql(&txn.xid)).await;
             if r.is_err() {
                 let _ = c.query_drop(&format!("XA END {x}")).await;
                 let _ = c.query_drop(&format!("XA ROLLBACK {x}")).await;
@@ -555,7 +556,7 @@ impl Executor {
                         return err_response(&e, false);
                     }
                 }
-                let mut resp = self.write_in_txn(s, req, sql).await;
+                let mut resp = self.write_in_txn(s, req, sql, autocommit).await;
                 if autocommit {
                     let failed = resp
                         .packets
@@ -616,8 +617,15 @@ impl Executor {
         }
     }
 
-    /// Runs a write inside the open transaction and logs it.
-    async fn write_in_txn(&self, s: &mut Shadow, req: &ExecRequest, sql: &str) -> ExecResponse {
+    /// Runs a write inside the open transaction and logs it. `last`: the transaction ends
+    /// with this statement (autocommit), so its `XA END` + `XA PREPARE` go out right behind it.
+    async fn write_in_txn(
+        &self,
+        s: &mut Shadow,
+        req: &ExecRequest,
+        sql: &str,
+        last: bool,
+    ) -> ExecResponse {
         let mut c = s.conn.lock().await;
         // One round trip: start the XA transaction if needed, pin the clock and seeds, read
         // the rest of the context.
@@ -628,7 +636,11 @@ impl Executor {
             }
             _ => None,
         };
-        let (mut ctx, sql, r) = if needs_rewrite(sql) {
+        let end = match s.txn.as_ref() {
+            Some(t) if last && !may_ask_for_file(sql) => Some(prepare_sql(&t.xid)),
+            _ => None,
+        };
+        let (mut ctx, sql, r, ended) = if needs_rewrite(sql) {
             let (ctx, offset) = match capture(&mut c, sql, true, start.as_deref()).await {
                 Ok(v) => v,
                 Err(e) => return err_response(&engine_error(&e), true),
@@ -638,17 +650,17 @@ impl Executor {
                 Ok(s) => s,
                 Err(e) => return err_response(&e, true),
             };
-            let r: Collected = match run_query(&mut c, &sql).await {
+            let (r, ended) = match run_then(&mut c, &sql, end.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => return err_response(&engine_error(&e), true),
             };
-            (ctx, sql, r)
+            (ctx, sql, r, ended)
         } else {
             // Nothing to rewrite: the context is read in the same round trip as the statement
             // runs, and the client gets only the statement's packets.
             let q = CaptureQuery::new(sql, true, start.as_deref());
             let both = format!("{}; {sql}", q.sql);
-            let mut r = match run_query(&mut c, &both).await {
+            let (mut r, ended) = match run_then(&mut c, &both, end.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => return err_response(&engine_error(&e), true),
             };
@@ -660,7 +672,7 @@ impl Executor {
             let from = r.result_starts.get(q.statements).copied().unwrap_or(0);
             r.packets.drain(..from);
             let (ctx, _) = q.parse(row, c.thread_id);
-            (ctx, sql.to_string(), r)
+            (ctx, sql.to_string(), r, ended)
         };
         if r.outcome.error == ER_LOCK_DEADLOCK {
             drop(c);
@@ -668,6 +680,14 @@ impl Executor {
         }
         if r.outcome.error == 0 && r.outcome.last_insert_id > 0 {
             ctx.insert_id = Some(r.outcome.last_insert_id);
+        }
+        if let Some(ended) = ended.filter(|_| r.outcome.error == 0) {
+            if ended.outcome.error != 0 {
+                return err_response(&engine_error(&meta::server_error(&ended.outcome)), true);
+            }
+            if let Some(t) = s.txn.as_mut() {
+                t.prepared = true;
+            }
         }
         let outcome = Outcome {
             message: String::new(),
@@ -760,6 +780,33 @@ impl Executor {
             },
             Err(e) => err_response(&cluster_error(format!("DDL not committed: {e}")), false),
         }
+    }
+}
+
+/// The statements that end a transaction on the leader: its committed-marker, `XA END` and
+/// `XA PREPARE`.
+fn prepare_sql(xid: &str) -> String {
+    let x = quote(xid);
+    format!("{}; XA END {x}; XA PREPARE {x}", meta::xa_done_sql(xid))
+}
+
+/// `LOAD DATA LOCAL INFILE` makes the engine ask for a file: nothing may be queued behind it.
+fn may_ask_for_file(sql: &str) -> bool {
+    sql.to_ascii_uppercase().contains("INFILE")
+}
+
+/// Runs `sql`, and `then` right behind it in the same round trip (if given).
+async fn run_then(
+    c: &mut Backend,
+    sql: &str,
+    then: Option<&str>,
+) -> Result<(Collected, Option<Collected>), BackendError> {
+    match then {
+        Some(then) => {
+            let (r, t) = run_query_pair(c, sql, then).await?;
+            Ok((r, Some(t)))
+        }
+        None => Ok((run_query(c, sql).await?, None)),
     }
 }
 

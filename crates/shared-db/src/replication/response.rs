@@ -32,6 +32,26 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// The outcome of result `k` of a multi-statement query (a result set counts as success
+    /// with 0 affected rows unless it ended in an error).
+    pub fn result_outcome(&self, k: usize) -> Option<Outcome> {
+        let from = *self.result_starts.get(k)?;
+        let until = self
+            .result_starts
+            .get(k + 1)
+            .copied()
+            .unwrap_or(self.packets.len());
+        let first = self.packets.get(from)?;
+        Some(match first.first() {
+            Some(&wire::OK) => parse_ok(first),
+            Some(&wire::ERR) | None => parse_err(first),
+            Some(_) => match self.packets.get(until.saturating_sub(1)) {
+                Some(last) if last.first() == Some(&wire::ERR) => parse_err(last),
+                _ => Outcome::default(),
+            },
+        })
+    }
+
     /// Column `n` of every text-protocol row (NULL cells left out). `first_row` holds only
     /// the first row; this reads them all from the packets.
     pub fn column(&self, n: usize) -> Vec<Vec<u8>> {
@@ -138,6 +158,29 @@ pub async fn run_query(b: &mut Backend, sql: &str) -> Result<Collected, BackendE
     p.push(0x03);
     p.extend_from_slice(sql.as_bytes());
     run_command(b, &p).await
+}
+
+/// Sends two queries back to back and collects both answers: one round trip for both. The
+/// engine runs `second` whatever the outcome of `first`. Not for statements that can ask for a
+/// local file (the engine would read `second` as the file).
+pub async fn run_query_pair(
+    b: &mut Backend,
+    first: &str,
+    second: &str,
+) -> Result<(Collected, Collected), BackendError> {
+    for sql in [first, second] {
+        let mut p = Vec::with_capacity(1 + sql.len());
+        p.push(0x03);
+        p.extend_from_slice(sql.as_bytes());
+        b.io.seq = 0;
+        b.io.write_packet(&p).await?;
+    }
+    b.io.flush().await?;
+    b.io.seq = 1;
+    let a = collect_results(&mut b.io).await?;
+    b.io.seq = 1;
+    let z = collect_results(&mut b.io).await?;
+    Ok((a, z))
 }
 
 /// Sends one command packet and collects the response (COM_QUERY-shaped: results).
