@@ -112,6 +112,17 @@ fn dump(db: &MariaDb) -> String {
         .join("\n")
 }
 
+/// Runs an autocommit statement again while the engine picks it as a deadlock victim (1213),
+/// which concurrent writers cause on any InnoDB.
+async fn retry_deadlocks(c: &mut Conn, sql: &str) {
+    let mut tries = 0;
+    while let Err(e) = c.query_drop(sql).await {
+        tries += 1;
+        assert!(tries < 10, "{e}");
+        assert_eq!(server_error(e).0, 1213);
+    }
+}
+
 /// See `writer`: four rows for `id` in one transaction, with a failing statement inside.
 async fn batched_transaction(c: &mut Conn, id: u32) -> Result<(), mysql_async::Error> {
     c.query_drop("BEGIN").await?;
@@ -180,14 +191,11 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
             .await
             .unwrap();
         assert_eq!(n, Some(mine), "node {id} reads its own writes");
-        // Concurrent writers can deadlock in the engine (1213), as on any InnoDB: retry.
-        let update = format!("UPDATE app.t SET n = n + 1 WHERE node = {id} ORDER BY id");
-        let mut tries = 0;
-        while let Err(e) = c.query_drop(&update).await {
-            tries += 1;
-            assert!(tries < 10, "{e}");
-            assert_eq!(server_error(e).0, 1213);
-        }
+        retry_deadlocks(
+            &mut c,
+            &format!("UPDATE app.t SET n = n + 1 WHERE node = {id} ORDER BY id"),
+        )
+        .await;
         assert_eq!(c.affected_rows(), mine);
         // An explicit transaction that rolls back, and one that commits (with a read inside).
         c.query_drop("BEGIN").await.unwrap();
@@ -286,13 +294,11 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
     c.query_drop("INSERT INTO app.tmp VALUES (1), (2), (3)")
         .await
         .unwrap();
-    let copy = format!("INSERT INTO app.t (node, v) SELECT {id}, a FROM app.tmp ORDER BY a");
-    let mut tries = 0;
-    while let Err(e) = c.query_drop(&copy).await {
-        tries += 1;
-        assert!(tries < 10, "{e}");
-        assert_eq!(server_error(e).0, 1213);
-    }
+    retry_deadlocks(
+        &mut c,
+        &format!("INSERT INTO app.t (node, v) SELECT {id}, a FROM app.tmp ORDER BY a"),
+    )
+    .await;
     mine += 3;
     c.disconnect().await.unwrap();
     mine

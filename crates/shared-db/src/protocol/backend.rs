@@ -288,11 +288,8 @@ impl Backend {
     /// discarding the rest of the response. Used for admin statements and `CONNECTION_ID()`.
     pub async fn query_first(&mut self, sql: &str) -> Result<Option<Vec<u8>>, BackendError> {
         use mysql_common::constants::StatusFlags;
-        let mut p = Vec::with_capacity(1 + sql.len());
-        p.push(0x03);
-        p.extend_from_slice(sql.as_bytes());
         self.io.seq = 0;
-        self.io.write_packet(&p).await?;
+        self.io.write_packet(&super::wire::com_query(sql)).await?;
         self.io.flush().await?;
         let mut resp = Vec::new();
         let mut first = None;

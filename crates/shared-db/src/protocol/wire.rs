@@ -47,6 +47,14 @@ pub fn get_lenenc_int(buf: &[u8], pos: usize) -> Option<(u64, usize)> {
     }
 }
 
+/// A `COM_QUERY` command packet for `sql`.
+pub fn com_query(sql: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + sql.len());
+    p.push(0x03);
+    p.extend_from_slice(sql.as_bytes());
+    p
+}
+
 /// Payload of an OK packet (protocol 4.1, no session-state info).
 pub fn ok_packet(
     affected: u64,

@@ -154,10 +154,7 @@ pub fn patch_status(p: &mut [u8], f: impl Fn(StatusFlags) -> StatusFlags) {
 
 /// Runs a text query and collects its whole response.
 pub async fn run_query(b: &mut Backend, sql: &str) -> Result<Collected, BackendError> {
-    let mut p = Vec::with_capacity(1 + sql.len());
-    p.push(0x03);
-    p.extend_from_slice(sql.as_bytes());
-    run_command(b, &p).await
+    run_command(b, &wire::com_query(sql)).await
 }
 
 /// Sends two queries back to back and collects both answers: one round trip for both. The
@@ -169,11 +166,8 @@ pub async fn run_query_pair(
     second: &str,
 ) -> Result<(Collected, Collected), BackendError> {
     for sql in [first, second] {
-        let mut p = Vec::with_capacity(1 + sql.len());
-        p.push(0x03);
-        p.extend_from_slice(sql.as_bytes());
         b.io.seq = 0;
-        b.io.write_packet(&p).await?;
+        b.io.write_packet(&wire::com_query(sql)).await?;
     }
     b.io.flush().await?;
     b.io.seq = 1;
