@@ -152,6 +152,37 @@ def test_a_session_reads_its_own_writes_at_once_and_other_nodes_catch_up(cluster
     r.close()
 
 
+def test_multi_statement_writes_run_only_for_clients_that_enabled_them(cluster):
+    setup = cluster.connect(0)
+    rows(setup, "CREATE DATABASE IF NOT EXISTS multi")
+    rows(setup, "CREATE TABLE IF NOT EXISTS multi.t (id INT PRIMARY KEY, v INT)")
+    setup.close()
+    follower = (cluster.leader_index() + 1) % 3
+    two = "INSERT INTO t VALUES (1, 10); INSERT INTO t VALUES (2, 20)"
+    # PyMySQL does not ask for multi-statements by default: the packet is one (bad)
+    # statement, as on MariaDB, and nothing of it runs.
+    plain = cluster.connect(follower, database="multi")
+    with pytest.raises(pymysql.err.ProgrammingError) as e:
+        rows(plain, two)
+    assert e.value.args[0] == 1064
+    assert rows(plain, "SELECT COUNT(*) FROM t") == ((0,),)
+    plain.close()
+    multi = cluster.connect(follower, database="multi",
+                            client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    cur = multi.cursor()
+    cur.execute(two + "; SELECT SUM(v) FROM t")
+    assert cur.rowcount == 1
+    assert cur.nextset() and cur.rowcount == 1
+    assert cur.nextset() and cur.fetchall() == ((30,),)
+    assert not cur.nextset()
+    multi.close()
+    cluster.wait_converged(timeout=30)
+    for i in range(3):
+        conn = cluster.connect(i, database="multi")
+        assert rows(conn, "SELECT id, v FROM t ORDER BY id") == ((1, 10), (2, 20))
+        conn.close()
+
+
 def test_kill_on_a_follower_reaches_the_session_running_on_the_leader(cluster):
     """Inside a transaction a follower's session runs on its shadow session on the leader:
     `KILL QUERY` on the follower interrupts the statement there, and `KILL` ends it there."""

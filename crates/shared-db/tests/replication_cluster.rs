@@ -280,6 +280,47 @@ async fn writer(node: &Node, pw: String, id: u32) -> u64 {
         let _ = c.query_drop("ROLLBACK").await;
     }
     mine += 4;
+    // A multi-statement packet that writes: each statement runs where it would alone, with
+    // one result each, and the first error ends it.
+    let mut results = c
+        .query_iter(format!(
+            "SET @m = {id}; INSERT INTO app.t (node, v) VALUES ({id}, @m + 0.25); \
+             SELECT COUNT(*) FROM app.t WHERE node = {id}; \
+             INSERT INTO app.t (node, v) VALUES ({id}, 300)"
+        ))
+        .await
+        .unwrap();
+    let mut sets = Vec::new();
+    while !results.is_empty() {
+        let rows: Vec<u64> = results.collect().await.unwrap();
+        sets.push(rows);
+    }
+    // (mysql_async stops listing results after the last one with rows; the row the last
+    // INSERT wrote is checked below.)
+    let counted: Vec<u64> = sets.into_iter().flatten().collect();
+    assert_eq!(counted, vec![mine + 1]);
+    mine += 2;
+    let stopped = c
+        .query_drop(format!(
+            "INSERT INTO app.t (node, v) VALUES ({id}, 301); \
+             INSERT INTO app.t (id, node, v) VALUES (LAST_INSERT_ID(), {id}, 302); \
+             INSERT INTO app.t (node, v) VALUES ({id}, 303)"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(stopped).0, 1062);
+    mine += 1;
+    let after: Vec<f64> = c
+        .query(format!(
+            "SELECT v FROM app.t WHERE node = {id} AND v BETWEEN 300 AND 303 ORDER BY v"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        vec![300.0, 301.0],
+        "every statement ran up to the failed one, none after it"
+    );
     // CONNECTION_ID() is the leader session's on every node.
     c.query_drop(format!(
         "INSERT INTO app.t (node, v, u) VALUES ({id}, CONNECTION_ID(), 'cid')"

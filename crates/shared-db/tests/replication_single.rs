@@ -120,6 +120,36 @@ async fn prepared_transaction_control_and_writes_replicate() {
     // The committed transaction went through the log (barrier, DDL + its report, one txn).
     let status = op.status();
     assert_eq!(status["replication"]["applied_index"], 4, "{status}");
+
+    // Prepared DDL (drivers that prepare every statement) takes the DDL path of its text.
+    c.exec_drop("CREATE TABLE test_db.p2 (a INT)", ())
+        .await
+        .unwrap();
+    c.exec_drop("ALTER TABLE test_db.p2 ADD COLUMN b INT", ())
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO test_db.p2 VALUES (?, ?)", (1, 2))
+        .await
+        .unwrap();
+    let again = c
+        .exec_drop("CREATE TABLE test_db.p2 (a INT)", ())
+        .await
+        .unwrap_err();
+    match again {
+        mysql_async::Error::Server(e) => assert_eq!(e.code, 1050, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    let rows: Vec<(i32, i32)> = c.query("SELECT a, b FROM test_db.p2").await.unwrap();
+    assert_eq!(rows, vec![(1, 2)]);
+    c.exec_drop("DROP TABLE test_db.p2", ()).await.unwrap();
+    // CREATE, ALTER, the failed CREATE and DROP, each with its outcome report, and the
+    // insert: every one went through the log.
+    let status = op.status();
+    assert_eq!(
+        status["replication"]["applied_index"],
+        4 + 4 * 2 + 1,
+        "{status}"
+    );
 }
 
 /// A deadlock rolls the loser's whole transaction back, as on MariaDB; its retry (a new

@@ -142,6 +142,7 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         last_failed: false,
         last_prepared: None,
         prepared_text: HashMap::new(),
+        multi_statements: None,
     };
     session.run().await;
     session.end_replicated().await;
@@ -202,6 +203,9 @@ struct Session {
     /// Prepared writes, reads and transaction control (cluster mode), by statement id: run as
     /// text where the leader must run them.
     prepared_text: HashMap<u32, PreparedText>,
+    /// Multi-statement packets turned on or off by `COM_SET_OPTION` (otherwise as the client
+    /// asked at login).
+    multi_statements: Option<bool>,
 }
 
 impl Session {
@@ -311,12 +315,14 @@ impl Session {
                     .as_ref()
                     .is_some_and(|s| s.in_txn || s.begin_pending);
                 let text = std::str::from_utf8(&payload[1..]).ok();
+                // Writes that answer an OK packet (or, with `RETURNING`, rows) run as text:
+                // DML, and DDL (some drivers prepare every statement).
                 let dml = text.is_some_and(|t| {
-                    let w = first_words(t, 1);
+                    let w = first_words(t, 3);
                     matches!(
                         w.first().map(String::as_str),
                         Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE")
-                    )
+                    ) || crate::replication::router::is_ddl(&w, &class)
                 });
                 // Transaction control (sysbench and some drivers prepare BEGIN/COMMIT) answers
                 // an OK packet in either protocol, so it takes the same text path.
@@ -347,8 +353,8 @@ impl Session {
                         1235,
                         "42000",
                         "shared-db cannot replicate this statement: prepared statements other \
-                         than INSERT/UPDATE/DELETE/REPLACE, reads and transaction control are \
-                         not replicated yet; use the text protocol",
+                         than INSERT/UPDATE/DELETE/REPLACE, DDL, reads and transaction control \
+                         are not replicated yet; use the text protocol",
                     ))
                     .await;
                     return Next::Continue;
@@ -408,11 +414,22 @@ impl Session {
                 }
                 next
             }
+            cmd::SET_OPTION => {
+                let next = self.forward(raw, Some(Expect::Single)).await;
+                if !self.last_failed {
+                    // MYSQL_OPTION_MULTI_STATEMENTS_ON = 0, _OFF = 1.
+                    match payload.get(1..3) {
+                        Some([0, 0]) => self.multi_statements = Some(true),
+                        Some([1, 0]) => self.multi_statements = Some(false),
+                        _ => {}
+                    }
+                }
+                next
+            }
             cmd::INIT_DB
             | cmd::PING
             | cmd::STATISTICS
             | cmd::STMT_RESET
-            | cmd::SET_OPTION
             | cmd::RESET_CONNECTION => self.forward(raw, Some(Expect::Single)).await,
             cmd::FIELD_LIST => self.forward(raw, Some(Expect::FieldList)).await,
             cmd::STMT_PREPARE => {
@@ -486,6 +503,18 @@ impl Session {
         let Some(st) = self.repl.as_mut() else {
             return Next::Close;
         };
+        if class.is_multi && class.kind != StatementKind::Read {
+            let on = self.multi_statements.unwrap_or_else(|| {
+                self.login
+                    .capabilities
+                    .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS)
+            });
+            if !on {
+                // Not allowed for this session: the engine answers its syntax error.
+                return self.forward(raw, Some(Expect::Results)).await;
+            }
+            return self.replicated_multi(&r, text).await;
+        }
         let route = st.route(text, class);
         tracing::debug!(id = self.id, ?route, "routed");
         match route {
@@ -518,21 +547,90 @@ impl Session {
         let Some(st) = self.repl.as_mut() else {
             return Next::Close;
         };
-        let fence = st.fence;
-        st.last_on_leader = false;
-        if fence > r.engine.applied_index() && !r.engine.wait_applied(fence, r.read_wait).await {
-            self.reply_error(&SqlError::new(
-                1105,
-                "HY000",
-                format!(
-                    "this node has not applied your last write (log index {fence}) within {:?}; try again",
-                    r.read_wait
-                ),
-            ))
-            .await;
+        if let Some(e) = read_fence(st, r).await {
+            self.reply_error(&e).await;
             return Next::Continue;
         }
         self.forward(raw, Some(Expect::Results)).await
+    }
+
+    /// A multi-statement packet that writes. Its statements run one after another, each where
+    /// it would go alone — as the engine runs them, each its own statement (with autocommit,
+    /// its own transaction) and stopping at the first error — and the client gets one result
+    /// per statement.
+    async fn replicated_multi(&mut self, r: &Replication, text: &str) -> Next {
+        let statements: Vec<String> = crate::sql::classify::split_statements(text)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if statements.is_empty() {
+            self.reply_error(&SqlError::new(1065, "42000", "Query was empty"))
+                .await;
+            return Next::Continue;
+        }
+        let n = statements.len();
+        for (i, sql) in statements.iter().enumerate() {
+            let class = crate::sql::classify::classify(sql);
+            let Some(mut packets) = self.statement_packets(r, sql, &class).await else {
+                return Next::Close;
+            };
+            let failed = packets
+                .last()
+                .is_some_and(|p| p.first() == Some(&wire::ERR));
+            if i + 1 < n && !failed {
+                if let Some(last) = packets.last_mut() {
+                    crate::replication::response::patch_status(last, |f| {
+                        f | StatusFlags::SERVER_MORE_RESULTS_EXISTS
+                    });
+                }
+            }
+            let next = self.write_packets(&packets).await;
+            if failed || !matches!(next, Next::Continue) {
+                return next;
+            }
+        }
+        Next::Continue
+    }
+
+    /// One statement of a multi-statement packet, routed as if it came alone; its answer is
+    /// returned rather than relayed (`None`: the session is gone).
+    async fn statement_packets(
+        &mut self,
+        r: &Replication,
+        sql: &str,
+        class: &Classification,
+    ) -> Option<Vec<Vec<u8>>> {
+        let st = self.repl.as_mut()?;
+        let local = match st.route(sql, class) {
+            Route::Leader(ops) => return self.leader_packets(r, ops, sql, false).await,
+            Route::Ok(flags) => return Some(vec![wire::ok_packet(0, 0, flags, 0)]),
+            Route::Refuse(e) => return Some(vec![e.to_payload()]),
+            Route::Local => {
+                if let Some(e) = read_fence(st, r).await {
+                    return Some(vec![e.to_payload()]);
+                }
+                false
+            }
+            Route::LocalSession => {
+                st.last_on_leader = false;
+                true
+            }
+        };
+        let lease = self.lease.as_mut()?;
+        let got = match crate::replication::response::run_query(&mut lease.backend, sql).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(vec![
+                    SqlError::engine_unavailable(&e.to_string()).to_payload()
+                ])
+            }
+        };
+        if local && got.outcome.error == 0 {
+            if let Some(st) = self.repl.as_mut() {
+                st.remember(sql);
+            }
+        }
+        Some(got.packets)
     }
 
     /// A statement translated from a prepared statement: only leader routes apply (it has no
@@ -627,6 +725,21 @@ impl Session {
         text: &str,
         binary: bool,
     ) -> Next {
+        match self.leader_packets(r, ops, text, binary).await {
+            Some(packets) => self.write_packets(&packets).await,
+            None => Next::Close,
+        }
+    }
+
+    /// Runs operations on the leader and returns the last one's answer for the client (`None`:
+    /// the session is gone).
+    async fn leader_packets(
+        &mut self,
+        r: &Replication,
+        ops: Vec<ExecOp>,
+        text: &str,
+        binary: bool,
+    ) -> Option<Vec<Vec<u8>>> {
         let mut ops = ops;
         // A `BEGIN` answered here travels with the statement after it: one forward.
         let begin_first = ops.len() > 1 && matches!(ops[0], ExecOp::Begin);
@@ -635,9 +748,7 @@ impl Session {
         }
         let n = ops.len();
         for (i, op) in ops.into_iter().enumerate() {
-            let Some(st) = self.repl.as_mut() else {
-                return Next::Close;
-            };
+            let st = self.repl.as_mut()?;
             let session_cmd = matches!(
                 &op,
                 ExecOp::Query {
@@ -667,8 +778,7 @@ impl Session {
                         st.in_txn = false;
                         r.abort(st.origin).await;
                     }
-                    self.reply_error(&e).await;
-                    return Next::Continue;
+                    return Some(vec![e.to_payload()]);
                 }
             };
             st.in_txn = resp.in_txn;
@@ -685,7 +795,7 @@ impl Session {
                 st.begin_pending = false;
             }
             if i + 1 < n && failed {
-                return self.write_packets(&resp.packets).await;
+                return Some(resp.packets);
             }
             if i + 1 == n {
                 // The shadow session runs with autocommit on, inside XA: report the client's
@@ -710,9 +820,9 @@ impl Session {
                     packets = match crate::replication::binary_rows::text_to_binary(packets) {
                         Ok(p) => p,
                         Err(e) => {
-                            self.reply_error(&SqlError::new(1105, "HY000", e.to_string()))
-                                .await;
-                            return Next::Continue;
+                            return Some(vec![
+                                SqlError::new(1105, "HY000", e.to_string()).to_payload()
+                            ]);
                         }
                     };
                 }
@@ -723,10 +833,10 @@ impl Session {
                         let _ = lease.backend.query_drop(text).await;
                     }
                 }
-                return self.write_packets(&packets).await;
+                return Some(packets);
             }
         }
-        Next::Continue
+        Some(Vec::new())
     }
 
     /// Writes whole packets to the client (bounded).
@@ -1025,6 +1135,24 @@ fn without_socket(sql: &[u8]) -> Option<String> {
         })
         .collect();
     Some(format!("SELECT {}", items.join(", ")))
+}
+
+/// Waits (bounded) until this node has applied the session's last write; the error to answer
+/// when it has not.
+async fn read_fence(st: &mut ClientState, r: &Replication) -> Option<SqlError> {
+    let fence = st.fence;
+    st.last_on_leader = false;
+    if fence > r.engine.applied_index() && !r.engine.wait_applied(fence, r.read_wait).await {
+        return Some(SqlError::new(
+            1105,
+            "HY000",
+            format!(
+                "this node has not applied your last write (log index {fence}) within {:?}; try again",
+                r.read_wait
+            ),
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -104,7 +104,8 @@ impl ClientState {
         }
     }
 
-    /// Routes one text statement (or multi-statement packet).
+    /// Routes one text statement (a multi-statement packet that writes is split by the session
+    /// and each statement routed on its own).
     pub fn route(&mut self, sql: &str, class: &Classification) -> Route {
         let words = first_words(sql, 3);
         let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
@@ -122,8 +123,9 @@ impl ClientState {
             ));
         }
         if class.is_multi && class.kind != StatementKind::Read {
+            // The session splits these and routes each statement.
             return Route::Refuse(refuse(
-                "multi-statement packets that write are not replicated; send one statement at a time",
+                "a multi-statement packet that writes must be split first",
             ));
         }
         match class.kind {
@@ -227,8 +229,9 @@ fn refuse(what: &str) -> SqlError {
     )
 }
 
-/// Statements that end a transaction implicitly and cannot run inside XA.
-fn is_ddl(words: &[String], class: &Classification) -> bool {
+/// Statements that end a transaction implicitly and cannot run inside XA (`words`: the
+/// statement's first three words, upper-cased).
+pub fn is_ddl(words: &[String], class: &Classification) -> bool {
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     match w(0) {
         "CREATE" => !class.creates_temp_table && w(1) != "TEMPORARY",
