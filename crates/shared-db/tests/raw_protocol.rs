@@ -54,50 +54,50 @@ fn eof_status(p: &[u8]) -> u16 {
 const CURSOR_EXISTS: u16 = 0x0040;
 const LAST_ROW_SENT: u16 = 0x0080;
 
-#[test]
-fn server_side_cursor_rows_come_with_fetch() {
-    let db = MariaDb::start().unwrap();
-    let op = Operator::external(&db, &[]);
-    let mut s = raw_login(op.port(), db.password());
-
+/// Prepares `select` (one BIGINT column), executes it with a cursor and fetches 4 rows at a
+/// time; returns the values.
+fn cursor_rows(s: &mut std::net::TcpStream, select: &str) -> Vec<i64> {
     // COM_STMT_PREPARE
-    command(&mut s, b"\x16SELECT seq FROM test_db.seq_1_to_10");
-    let (_, ok) = read_packet(&mut s).unwrap();
+    let mut prepare = vec![0x16];
+    prepare.extend_from_slice(select.as_bytes());
+    command(s, &prepare);
+    let (_, ok) = read_packet(s).unwrap();
     assert_eq!(ok[0], 0x00, "{ok:?}");
     let stmt = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
     let columns = u16::from_le_bytes([ok[5], ok[6]]);
     assert_eq!(columns, 1);
-    read_packet(&mut s).unwrap(); // column definition
-    assert!(is_eof(&read_packet(&mut s).unwrap().1));
+    read_packet(s).unwrap(); // column definition
+    assert!(is_eof(&read_packet(s).unwrap().1));
 
     // COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY: metadata only, cursor open.
     let mut exec = vec![0x17];
     exec.extend_from_slice(&stmt.to_le_bytes());
     exec.push(0x01);
     exec.extend_from_slice(&1u32.to_le_bytes());
-    command(&mut s, &exec);
-    assert_eq!(read_packet(&mut s).unwrap().1, vec![1]); // one column
-    read_packet(&mut s).unwrap();
-    let eof = read_packet(&mut s).unwrap().1;
+    command(s, &exec);
+    let count = read_packet(s).unwrap().1;
+    assert_eq!(count, vec![1], "one column expected: {count:?}");
+    read_packet(s).unwrap();
+    let eof = read_packet(s).unwrap().1;
     assert!(is_eof(&eof));
     assert_ne!(eof_status(&eof) & CURSOR_EXISTS, 0, "no cursor was opened");
 
-    // COM_STMT_FETCH 4 rows at a time: 4 + 4 + 2, the last batch flagged.
+    // COM_STMT_FETCH 4 rows at a time, the last batch flagged.
     let mut seen = Vec::new();
     loop {
         let mut fetch = vec![0x1C];
         fetch.extend_from_slice(&stmt.to_le_bytes());
         fetch.extend_from_slice(&4u32.to_le_bytes());
-        command(&mut s, &fetch);
+        command(s, &fetch);
         let mut rows = 0;
         let status = loop {
-            let (_, p) = read_packet(&mut s).unwrap();
+            let (_, p) = read_packet(s).unwrap();
             assert_ne!(p[0], 0xFF, "fetch failed: {p:?}");
             if is_eof(&p) {
                 break eof_status(&p);
             }
-            // Binary row: 0x00 header, NULL bitmap (1 byte), then an 8-byte BIGINT UNSIGNED.
-            seen.push(u64::from_le_bytes(p[2..10].try_into().unwrap()));
+            // Binary row: 0x00 header, NULL bitmap (1 byte), then an 8-byte BIGINT.
+            seen.push(i64::from_le_bytes(p[2..10].try_into().unwrap()));
             rows += 1;
         };
         assert!(rows <= 4);
@@ -105,9 +105,47 @@ fn server_side_cursor_rows_come_with_fetch() {
             break;
         }
     }
-    assert_eq!(seen, (1..=10).collect::<Vec<u64>>());
+    seen
+}
+
+/// A text statement whose answer is a single OK packet.
+fn query_ok(s: &mut std::net::TcpStream, sql: &str) {
+    let mut q = vec![0x03];
+    q.extend_from_slice(sql.as_bytes());
+    command(s, &q);
+    let p = read_packet(s).unwrap().1;
+    assert_eq!(p[0], 0x00, "{sql}: {p:?}");
+}
+
+#[test]
+fn server_side_cursor_rows_come_with_fetch() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[]);
+    let mut s = raw_login(op.port(), db.password());
+    let seen = cursor_rows(&mut s, "SELECT seq FROM test_db.seq_1_to_10");
+    assert_eq!(seen, (1..=10).collect::<Vec<i64>>());
 
     // The session is in a normal state afterwards.
+    command(&mut s, b"\x0E");
+    assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
+}
+
+/// Inside a transaction a prepared read runs on the leader's shadow session; its cursor is
+/// kept by the operator and sees the transaction's own uncommitted writes.
+#[test]
+fn a_cursor_inside_a_replicated_transaction_sees_its_writes() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[("REPLICATION", "single")]);
+    let mut s = raw_login(op.port(), db.password());
+    query_ok(&mut s, "CREATE TABLE test_db.c (a BIGINT PRIMARY KEY)");
+    query_ok(&mut s, "BEGIN");
+    query_ok(
+        &mut s,
+        "INSERT INTO test_db.c SELECT seq FROM test_db.seq_1_to_10 ORDER BY seq",
+    );
+    let seen = cursor_rows(&mut s, "SELECT a FROM test_db.c ORDER BY a");
+    assert_eq!(seen, (1..=10).collect::<Vec<i64>>());
+    query_ok(&mut s, "COMMIT");
     command(&mut s, b"\x0E");
     assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
 }

@@ -165,14 +165,18 @@ impl Cluster {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
             max_in_snapshot_log_to_keep: settings.keep_logs,
             install_snapshot_timeout: 10_000,
+            // Campaigns are timed by `election::run`.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let client = PeerClient::new(settings.secret.clone(), settings.node_id);
+        let signals = Arc::new(super::election::ElectionSignals::default());
         let network = NetworkFactory {
             client: client.clone(),
             id: settings.node_id,
+            signals: Arc::clone(&signals),
         };
         let raft = Raft::new(settings.node_id, Arc::new(config), network, log, sm_store)
             .await
@@ -199,6 +203,12 @@ impl Cluster {
             receiving: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(super::bootstrap::run(Arc::clone(&cluster)));
+        tokio::spawn(super::election::run(
+            Arc::downgrade(&cluster),
+            signals,
+            cluster.settings.election_min,
+            cluster.settings.election_max,
+        ));
         Ok(cluster)
     }
 
@@ -255,6 +265,25 @@ impl Cluster {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *at = Some(std::time::Instant::now());
+    }
+
+    /// When a leader's AppendEntries (or heartbeat) was last accepted.
+    pub(super) fn last_leader_contact(&self) -> Option<std::time::Instant> {
+        *self
+            .last_leader_contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn raft_metrics(
+        &self,
+    ) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>> {
+        self.raft.metrics()
+    }
+
+    /// Starts an election now (a leader ignores it).
+    pub(super) async fn campaign(&self) -> Result<(), openraft::error::Fatal<NodeId>> {
+        self.raft.trigger().elect().await
     }
 
     /// Whether this node has been in touch with a majority within `within`: as leader, a
@@ -548,20 +577,16 @@ impl Cluster {
     }
 }
 
-/// openraft's election timeouts for the configured ones. A follower that has seen a leader
-/// waits openraft's leader lease (its `election_timeout_max`) plus its own random election
-/// timeout before campaigning; the configured range is that total, so openraft gets half the
-/// configured maximum as its maximum and the rest of the minimum (above the heartbeat) as its
-/// minimum. With 500–900 ms: openraft 151–450 ms, a follower campaigns after 601–900 ms of
-/// silence, and retries a split vote after 151–450 ms.
+/// openraft's election timeouts for the configured ones. openraft does not campaign by itself
+/// here (`election::run` does, after a timeout drawn from the configured range); what is left
+/// of its timeouts is the leader lease, its `election_timeout_max`, during which a follower that
+/// heard the leader refuses to vote. It must outlast a heartbeat and end before the earliest
+/// campaign: nine tenths of the configured minimum (450 ms for 500–900 ms), at least two
+/// heartbeats.
 pub fn openraft_election_timeouts(s: &ClusterSettings) -> (u64, u64) {
     let hb = s.heartbeat.as_millis() as u64;
-    let max = (s.election_max.as_millis() as u64 / 2).max(hb * 2 + 2);
-    let min = (s.election_min.as_millis() as u64)
-        .saturating_sub(max)
-        .max(hb + 1)
-        .min(max - 1);
-    (min, max)
+    let max = (s.election_min.as_millis() as u64 * 9 / 10).max(hb * 2 + 2);
+    (hb + 1, max)
 }
 
 impl ReplicatedLog for Cluster {

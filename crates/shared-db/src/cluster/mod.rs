@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod contract;
 pub mod discovery;
+pub mod election;
 pub mod handle;
 pub mod http_get;
 pub mod log_store;

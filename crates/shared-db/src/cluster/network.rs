@@ -2,6 +2,7 @@
 //! bodies, snapshots with the chunked, checksummed, resumable transfer of [`super::snapshot`].
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
@@ -16,6 +17,7 @@ use openraft::raft::{
 
 use super::client::{PeerClient, PeerError};
 use super::contract::NodeId;
+use super::election::ElectionSignals;
 use super::snapshot::{self, BeginRequest, BeginResponse, FinishRequest, StoredSnapshot};
 use super::types::{Member, Snapshot, TypeConfig, Vote};
 
@@ -32,6 +34,8 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct NetworkFactory {
     pub client: PeerClient,
     pub id: NodeId,
+    /// Told when a vote was refused by a voter with a longer log.
+    pub signals: Arc<ElectionSignals>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -43,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             id: self.id,
             target,
             addr: node.internal_addr.clone(),
+            signals: Arc::clone(&self.signals),
         }
     }
 }
@@ -53,6 +58,7 @@ pub struct Network {
     id: NodeId,
     target: NodeId,
     addr: String,
+    signals: Arc<ElectionSignals>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,8 +221,14 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.rpc(RPCTypes::Vote, PATH_VOTE, &rpc, option.hard_ttl())
-            .await
+        let mine = rpc.last_log_id;
+        let resp: VoteResponse<NodeId> = self
+            .rpc(RPCTypes::Vote, PATH_VOTE, &rpc, option.hard_ttl())
+            .await?;
+        if !resp.vote_granted && resp.last_log_id > mine {
+            self.signals.note_greater_log();
+        }
+        Ok(resp)
     }
 
     async fn full_snapshot(

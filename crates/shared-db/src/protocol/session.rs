@@ -19,6 +19,7 @@ use super::stream::BoxStream;
 use super::wire;
 use crate::protocol::backend::BackendError;
 use crate::replication::context::quote_ident;
+use crate::replication::cursor::{self, LeaderCursor};
 use crate::replication::prepared::PreparedText;
 use crate::replication::router::{first_words, ClientState, Route};
 use crate::replication::{ExecOp, ExecRequest, Replication, Role};
@@ -143,6 +144,7 @@ pub async fn handle_connection(frontend: Arc<Frontend>, tcp: TcpStream, peer: So
         last_prepared: None,
         prepared_text: HashMap::new(),
         multi_statements: None,
+        cursors: HashMap::new(),
     };
     session.run().await;
     session.end_replicated().await;
@@ -206,6 +208,8 @@ struct Session {
     /// Multi-statement packets turned on or off by `COM_SET_OPTION` (otherwise as the client
     /// asked at login).
     multi_statements: Option<bool>,
+    /// Open cursors of prepared reads that ran on the leader, by statement id.
+    cursors: HashMap<u32, LeaderCursor>,
 }
 
 impl Session {
@@ -365,11 +369,20 @@ impl Session {
                 let id = payload
                     .get(1..5)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                if let Some(stmt) = id.and_then(|id| self.prepared_text.get_mut(&id)) {
+                if let Some(id) = id {
+                    // A new execute closes the statement's open cursor.
+                    self.cursors.remove(&id);
+                }
+                if let Some((id, stmt)) =
+                    id.and_then(|id| self.prepared_text.get_mut(&id).map(|s| (id, s)))
+                {
                     if stmt.read {
                         let text = crate::replication::prepared::translate(&payload[1..], stmt);
                         let sql = stmt.sql.clone();
-                        let cursor = payload.get(5).is_some_and(|flags| *flags != 0);
+                        let cursor = payload
+                            .get(5)
+                            .is_some_and(|flags| *flags != 0)
+                            .then_some(id);
                         return self.prepared_read(raw, &sql, text, cursor).await;
                     }
                     return match crate::replication::prepared::translate(&payload[1..], stmt) {
@@ -398,6 +411,7 @@ impl Session {
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 if let Some(id) = id {
                     if command == cmd::STMT_CLOSE {
+                        self.cursors.remove(&id);
                         self.prepared_text.remove(&id);
                     } else if let Some(p) = self.prepared_text.get_mut(&id) {
                         p.long_data = true;
@@ -409,6 +423,7 @@ impl Session {
                 let next = self.forward(raw, Some(Expect::Single)).await;
                 self.end_replicated().await;
                 self.prepared_text.clear();
+                self.cursors.clear();
                 if let Some(st) = self.repl.as_mut() {
                     *st = ClientState::new(st.origin, st.user.clone());
                 }
@@ -426,17 +441,35 @@ impl Session {
                 }
                 next
             }
-            cmd::INIT_DB
-            | cmd::PING
-            | cmd::STATISTICS
-            | cmd::STMT_RESET
-            | cmd::RESET_CONNECTION => self.forward(raw, Some(Expect::Single)).await,
+            cmd::STMT_RESET => {
+                if let Some(b) = payload.get(1..5) {
+                    self.cursors
+                        .remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                self.forward(raw, Some(Expect::Single)).await
+            }
+            cmd::INIT_DB | cmd::PING | cmd::STATISTICS | cmd::RESET_CONNECTION => {
+                self.forward(raw, Some(Expect::Single)).await
+            }
             cmd::FIELD_LIST => self.forward(raw, Some(Expect::FieldList)).await,
             cmd::STMT_PREPARE => {
                 self.classify(&payload[1..]);
                 self.forward(raw, Some(Expect::Prepare)).await
             }
-            cmd::STMT_FETCH => self.forward(raw, Some(Expect::Fetch)).await,
+            cmd::STMT_FETCH => {
+                let id = payload
+                    .get(1..5)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let n = payload
+                    .get(5..9)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                match (id, n) {
+                    (Some(id), Some(n)) if self.cursors.contains_key(&id) => {
+                        self.fetch_leader_cursor(id, n).await
+                    }
+                    _ => self.forward(raw, Some(Expect::Fetch)).await,
+                }
+            }
             cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => self.forward(raw, None).await,
             cmd::PROCESS_KILL => match payload.get(1..5) {
                 Some(b) => {
@@ -674,7 +707,7 @@ impl Session {
         raw: &[u8],
         sql: &str,
         text: Result<String, String>,
-        cursor: bool,
+        cursor: Option<u32>,
     ) -> Next {
         let Some(r) = self.frontend.replication.get().cloned() else {
             return Next::Close;
@@ -694,15 +727,11 @@ impl Session {
         let routed = text.as_deref().unwrap_or(sql).to_string();
         let class = crate::sql::classify::classify(&routed);
         match st.route(&routed, &class) {
-            Route::Leader(_) if cursor => {
-                self.reply_error(&refuse(
-                    "cursors (COM_STMT_FETCH) are not supported there".into(),
-                ))
-                .await;
-                Next::Continue
-            }
             Route::Leader(ops) => match text {
-                Ok(text) => self.on_leader(&r, ops, &text, true).await,
+                Ok(text) => match cursor {
+                    Some(id) => self.open_leader_cursor(&r, ops, &text, id).await,
+                    None => self.on_leader(&r, ops, &text, true).await,
+                },
                 Err(why) => {
                     self.reply_error(&refuse(why)).await;
                     Next::Continue
@@ -714,6 +743,56 @@ impl Session {
             }
             _ => self.local_read(&r, raw).await,
         }
+    }
+
+    /// A cursor-flagged execute of a prepared read that runs on the leader: the metadata goes
+    /// to the client now, the rows with each `COM_STMT_FETCH`.
+    async fn open_leader_cursor(
+        &mut self,
+        r: &Replication,
+        ops: Vec<ExecOp>,
+        text: &str,
+        id: u32,
+    ) -> Next {
+        let Some(packets) = self.leader_packets(r, ops, text, true).await else {
+            return Next::Close;
+        };
+        match cursor::open(packets) {
+            cursor::Opened::Cursor(head, c) => {
+                self.cursors.insert(id, c);
+                self.write_packets(&head).await
+            }
+            cursor::Opened::Plain(packets) => self.write_packets(&packets).await,
+            cursor::Opened::TooLarge(bytes) => {
+                self.reply_error(&SqlError::new(
+                    1235,
+                    "42000",
+                    format!(
+                        "shared-db cannot keep a cursor of {bytes} bytes of rows on the leader \
+                         (at most {}); fetch without a cursor",
+                        cursor::CURSOR_BYTES
+                    ),
+                ))
+                .await;
+                Next::Continue
+            }
+        }
+    }
+
+    /// `COM_STMT_FETCH` of a cursor opened on the leader.
+    async fn fetch_leader_cursor(&mut self, id: u32, n: u32) -> Next {
+        let status = self
+            .repl
+            .as_ref()
+            .map_or(StatusFlags::SERVER_STATUS_AUTOCOMMIT, |st| st.status());
+        let Some(c) = self.cursors.get_mut(&id) else {
+            return Next::Continue;
+        };
+        let (packets, more) = c.fetch(n, status);
+        if !more {
+            self.cursors.remove(&id);
+        }
+        self.write_packets(&packets).await
     }
 
     /// Runs operations on the leader and relays the last one's answer (its rows re-encoded

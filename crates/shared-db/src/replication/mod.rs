@@ -19,6 +19,7 @@
 pub mod applier;
 pub mod binary_rows;
 pub mod context;
+pub mod cursor;
 pub mod entry;
 pub mod executor;
 pub mod forward;

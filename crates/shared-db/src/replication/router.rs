@@ -75,7 +75,8 @@ impl ClientState {
         }
     }
 
-    fn status(&self) -> StatusFlags {
+    /// The status flags the client sees for its transaction state.
+    pub fn status(&self) -> StatusFlags {
         let mut s = StatusFlags::empty();
         if self.autocommit {
             s |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
