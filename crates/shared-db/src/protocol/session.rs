@@ -757,7 +757,8 @@ impl Session {
         let Some(packets) = self.leader_packets(r, ops, text, true).await else {
             return Next::Close;
         };
-        match cursor::open(packets) {
+        let held = self.cursors.values().map(LeaderCursor::bytes).sum();
+        match cursor::open(packets, held) {
             cursor::Opened::Cursor(head, c) => {
                 self.cursors.insert(id, c);
                 self.write_packets(&head).await
@@ -768,8 +769,8 @@ impl Session {
                     1235,
                     "42000",
                     format!(
-                        "shared-db cannot keep a cursor of {bytes} bytes of rows on the leader \
-                         (at most {}); fetch without a cursor",
+                        "shared-db cannot keep {bytes} bytes of cursor rows for this session \
+                         (at most {}); fetch without a cursor or close other cursors",
                         cursor::CURSOR_BYTES
                     ),
                 ))

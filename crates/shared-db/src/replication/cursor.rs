@@ -10,13 +10,15 @@ use mysql_common::constants::StatusFlags;
 use super::response::patch_status;
 use crate::protocol::wire;
 
-/// Most bytes of rows one emulated cursor may hold.
+/// Most bytes of rows the open cursors of one session may hold together.
 pub const CURSOR_BYTES: usize = 64 << 20;
 
 /// Rows of an open cursor not fetched yet.
 #[derive(Debug, Default)]
 pub struct LeaderCursor {
     rows: VecDeque<Vec<u8>>,
+    /// Bytes of the rows not fetched yet.
+    bytes: usize,
 }
 
 /// What to answer a cursor-flagged execute.
@@ -32,8 +34,8 @@ pub enum Opened {
 }
 
 /// Splits a binary-protocol result (column count, definitions, EOF, rows, EOF) into the
-/// execute's answer and the cursor's rows.
-pub fn open(mut packets: Vec<Vec<u8>>) -> Opened {
+/// execute's answer and the cursor's rows; `held`: bytes the session's other cursors hold.
+pub fn open(mut packets: Vec<Vec<u8>>, held: usize) -> Opened {
     let is_result_set = packets
         .first()
         .is_some_and(|p| !matches!(p.first(), Some(&wire::OK) | Some(&wire::ERR)));
@@ -49,8 +51,8 @@ pub fn open(mut packets: Vec<Vec<u8>>) -> Opened {
     };
     let rows: VecDeque<Vec<u8>> = packets.split_off(defs_end + 1).into();
     let bytes: usize = rows.iter().map(Vec::len).sum();
-    if bytes > CURSOR_BYTES {
-        return Opened::TooLarge(bytes);
+    if held + bytes > CURSOR_BYTES {
+        return Opened::TooLarge(held + bytes);
     }
     // The definitions' EOF carries the final status (the client's transaction state), plus
     // the open cursor.
@@ -58,10 +60,15 @@ pub fn open(mut packets: Vec<Vec<u8>>) -> Opened {
     if let Some(eof) = packets.last_mut() {
         patch_status(eof, |_| status | StatusFlags::SERVER_STATUS_CURSOR_EXISTS);
     }
-    Opened::Cursor(packets, LeaderCursor { rows })
+    Opened::Cursor(packets, LeaderCursor { rows, bytes })
 }
 
 impl LeaderCursor {
+    /// Bytes of rows still held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Up to `n` rows and the EOF that ends the fetch (`LAST_ROW_SENT` once the cursor is
     /// exhausted); `status` is the session's transaction state. Returns whether rows remain.
     pub fn fetch(&mut self, n: u32, status: StatusFlags) -> (Vec<Vec<u8>>, bool) {
@@ -69,6 +76,7 @@ impl LeaderCursor {
             .unwrap_or(usize::MAX)
             .min(self.rows.len());
         let mut out: Vec<Vec<u8>> = self.rows.drain(..take).collect();
+        self.bytes -= out.iter().map(Vec::len).sum::<usize>();
         let mut flags = status | StatusFlags::SERVER_STATUS_CURSOR_EXISTS;
         let more = !self.rows.is_empty();
         if !more {
@@ -99,7 +107,7 @@ mod tests {
             vec![0, 0, 3],
             eof(st),
         ];
-        let Opened::Cursor(head, mut c) = open(packets) else {
+        let Opened::Cursor(head, mut c) = open(packets, 0) else {
             panic!("no cursor")
         };
         assert_eq!(head.len(), 3);
@@ -118,10 +126,29 @@ mod tests {
     }
 
     #[test]
+    fn the_session_bound_counts_every_open_cursor() {
+        let packets = vec![
+            vec![1],
+            b"def".to_vec(),
+            eof(StatusFlags::empty()),
+            vec![0; 100],
+            eof(StatusFlags::empty()),
+        ];
+        assert!(matches!(
+            open(packets.clone(), CURSOR_BYTES - 100),
+            Opened::Cursor(..)
+        ));
+        assert!(matches!(
+            open(packets, CURSOR_BYTES - 99),
+            Opened::TooLarge(_)
+        ));
+    }
+
+    #[test]
     fn ok_and_err_answers_open_no_cursor() {
         let ok = wire::ok_packet(1, 0, StatusFlags::empty(), 0);
-        assert!(matches!(open(vec![ok]), Opened::Plain(_)));
+        assert!(matches!(open(vec![ok], 0), Opened::Plain(_)));
         let err = vec![0xFF, 0x10, 0x04, b'x'];
-        assert!(matches!(open(vec![err]), Opened::Plain(_)));
+        assert!(matches!(open(vec![err], 0), Opened::Plain(_)));
     }
 }
