@@ -457,3 +457,44 @@ def test_a_follower_whose_outcome_differs_reports_diverged(cluster):
     assert result[0] == result[1] == result[2], result
     ids = {r[0] for r in result[victim][1][0]}
     assert {1, 2, 3, 4, 5} <= ids and len(ids) > 5, sorted(ids)
+
+
+def test_a_diverged_node_resyncs_itself_with_auto_resync():
+    c = DevCluster(3, serve_args=["--auto-resync", "true"])
+    try:
+        leader = c.wait_leader()
+        victim = (leader + 1) % 3
+        conn = c.connect(leader)
+        rows(conn, "CREATE DATABASE auto")
+        rows(conn, "CREATE TABLE auto.t (id INT PRIMARY KEY, v INT)")
+        rows(conn, "INSERT INTO auto.t VALUES (1, 0), (2, 0), (3, 0)")
+        c.wait_converged()
+        # Someone edits the follower's engine behind the operator's back; the next write's
+        # outcome differs there.
+        eng = c.engine_connect(victim)
+        rows(eng, "DELETE FROM auto.t WHERE id = 2")
+        eng.close()
+        rows(conn, "UPDATE auto.t SET v = v + 1")
+        rows(conn, "INSERT INTO auto.t VALUES (4, 1)")
+        conn.close()
+
+        # Without a command, the victim re-syncs from the leader's snapshot and serves the
+        # leader's data again (the row deleted behind its back included).
+        def victim_has_everything():
+            try:
+                v = c.connect(victim, connect_timeout=2)
+                try:
+                    return rows(v, "SELECT id, v FROM auto.t ORDER BY id") == (
+                        (1, 1), (2, 1), (3, 1), (4, 1))
+                finally:
+                    v.close()
+            except pymysql.MySQLError:
+                return False
+        wait_for("the victim re-synced by itself", victim_has_everything, 120)
+        assert c.status(victim)["node"]["diverged"] is False
+        assert "re-syncing it from the leader's snapshot" in c.logs()
+        c.wait_converged()
+        result = checksums(c, "auto", ["t"])
+        assert result[0] == result[1] == result[2], result
+    finally:
+        c.stop()

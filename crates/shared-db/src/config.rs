@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// Log entries kept behind the latest snapshot (for followers that are a little behind).
     #[arg(long, env = "RAFT_KEEP_LOGS")]
     pub raft_keep_logs: Option<u64>,
+    /// A node that finds itself diverged re-syncs from the leader's snapshot by itself
+    /// (default: it waits for `shared-db cluster resync`).
+    #[arg(long, env = "AUTO_RESYNC")]
+    pub auto_resync: Option<bool>,
 }
 
 /// The config file: the same keys as the long flags.
@@ -193,6 +197,7 @@ struct FileConfig {
     raft_election_max_ms: Option<u64>,
     snapshot_logs: Option<u64>,
     raft_keep_logs: Option<u64>,
+    auto_resync: Option<bool>,
     replication: Option<String>,
 }
 
@@ -272,6 +277,7 @@ pub struct ClusterConfig {
     pub election_max: Duration,
     pub snapshot_logs: u64,
     pub keep_logs: u64,
+    pub auto_resync: bool,
 }
 
 impl ClusterConfig {
@@ -393,6 +399,7 @@ impl ServeArgs {
                 election_max_ms: self.raft_election_max_ms.or(f.raft_election_max_ms),
                 snapshot_logs: self.snapshot_logs.or(f.snapshot_logs),
                 keep_logs: self.raft_keep_logs.or(f.raft_keep_logs),
+                auto_resync: self.auto_resync.or(f.auto_resync),
             },
             api_port,
         )?;
@@ -508,6 +515,7 @@ struct ClusterArgs {
     election_max_ms: Option<u64>,
     snapshot_logs: Option<u64>,
     keep_logs: Option<u64>,
+    auto_resync: Option<bool>,
 }
 
 fn resolve_cluster(a: ClusterArgs, api_port: u16) -> Result<ClusterConfig, ConfigError> {
@@ -548,6 +556,7 @@ fn resolve_cluster(a: ClusterArgs, api_port: u16) -> Result<ClusterConfig, Confi
         election_max: Duration::from_millis(a.election_max_ms.unwrap_or(900)),
         snapshot_logs: a.snapshot_logs.unwrap_or(10_000).max(1),
         keep_logs: a.keep_logs.unwrap_or(1_000),
+        auto_resync: a.auto_resync.unwrap_or(false),
     };
     if cfg.node_id == Some(0) {
         return Err(invalid("NODE_ID", "node ids start at 1".into()));

@@ -559,6 +559,7 @@ fn cluster_settings(
         election_max: c.election_max,
         snapshot_logs: c.snapshot_logs,
         keep_logs: c.keep_logs,
+        auto_resync: c.auto_resync,
     })
 }
 

@@ -75,6 +75,7 @@ pub async fn start(
     let engine = ReplicaEngine::open(env.engine.clone(), settings.node_id)
         .await
         .map_err(|e| ReplicationError(e.to_string()))?;
+    let auto_resync = settings.auto_resync;
     let cluster = Cluster::start(settings, Arc::clone(&engine) as Arc<dyn StateMachine>).await?;
     let slot = ExecutorSlot::new();
     let resync = Arc::new(Resync {
@@ -82,6 +83,9 @@ pub async fn start(
         engine: Arc::clone(&engine),
         dir: env.data_dir.join("resync"),
     });
+    if auto_resync {
+        tokio::spawn(resync_when_diverged(Arc::downgrade(&resync)));
+    }
     let api_task = api.map(|listener| {
         let c = Arc::clone(&cluster);
         let routes = router_deferred(slot.clone()).merge(resync_routes(resync));
@@ -241,10 +245,44 @@ async fn snapshot_chunk(
     Ok(buf)
 }
 
+/// First wait, and longest wait, between automatic re-sync attempts.
+const AUTO_RESYNC_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(300));
+
+/// `AUTO_RESYNC`: once this node is diverged, re-syncs it (retrying failures, with growing
+/// pauses) until it is not. Ends with the node.
+async fn resync_when_diverged(r: std::sync::Weak<Resync>) {
+    let mut retry = AUTO_RESYNC_RETRY.0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(r) = r.upgrade() else { return };
+        if r.engine.diverged().is_none() {
+            retry = AUTO_RESYNC_RETRY.0;
+            continue;
+        }
+        tracing::warn!(
+            "this node diverged; re-syncing it from the leader's snapshot (AUTO_RESYNC)"
+        );
+        match resync(&r).await {
+            Ok(v) => tracing::info!(result = %v, "automatic re-sync done"),
+            Err((_, e)) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "automatic re-sync failed");
+                drop(r);
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(AUTO_RESYNC_RETRY.1);
+            }
+        }
+    }
+}
+
 /// On the diverged node: fetch the leader's snapshot and install it.
 async fn resync_here(
     axum::extract::State(r): axum::extract::State<Arc<Resync>>,
 ) -> HttpResult<axum::Json<serde_json::Value>> {
+    resync(&r).await.map(axum::Json)
+}
+
+/// Re-syncs this node from the leader's snapshot; returns what was installed.
+async fn resync(r: &Resync) -> HttpResult<serde_json::Value> {
     use axum::http::StatusCode;
     use tokio::io::AsyncWriteExt;
     let Some(leader) = r.cluster.leader() else {
@@ -340,8 +378,8 @@ async fn resync_here(
         .map_err(|e| http_err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     r.cluster.set_diverged(false);
     let _ = tokio::fs::remove_dir_all(&dir).await;
-    Ok(axum::Json(serde_json::json!({
+    Ok(serde_json::json!({
         "installed_index": built.meta.last_applied.index,
         "passed_index": passed,
-    })))
+    }))
 }

@@ -120,6 +120,7 @@ fn settings(dir: &Path, snapshot_logs: u64) -> ClusterSettings {
         election_max: Duration::from_millis(300),
         snapshot_logs,
         keep_logs: 2,
+        auto_resync: false,
     }
 }
 

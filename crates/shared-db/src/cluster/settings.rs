@@ -39,6 +39,8 @@ pub struct ClusterSettings {
     pub snapshot_logs: u64,
     /// Entries kept in the log behind the latest snapshot.
     pub keep_logs: u64,
+    /// Re-sync from the leader's snapshot by itself once diverged.
+    pub auto_resync: bool,
 }
 
 impl ClusterSettings {
