@@ -150,6 +150,67 @@ fn a_cursor_inside_a_replicated_transaction_sees_its_writes() {
     assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
 }
 
+/// A prepared write whose BLOB parameter arrives in `COM_STMT_SEND_LONG_DATA` chunks is
+/// translated with that value and replicated.
+#[test]
+fn long_data_parameters_of_a_replicated_prepared_write() {
+    let db = MariaDb::start().unwrap();
+    let op = Operator::external(&db, &[("REPLICATION", "single")]);
+    let mut s = raw_login(op.port(), db.password());
+    query_ok(
+        &mut s,
+        "CREATE TABLE test_db.ld (id BIGINT PRIMARY KEY, b LONGBLOB)",
+    );
+    command(&mut s, b"\x16INSERT INTO test_db.ld VALUES (?, ?)");
+    let (_, ok) = read_packet(&mut s).unwrap();
+    assert_eq!(ok[0], 0x00, "{ok:?}");
+    let stmt = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    let params = u16::from_le_bytes([ok[7], ok[8]]);
+    assert_eq!(params, 2);
+    for _ in 0..params {
+        read_packet(&mut s).unwrap(); // parameter definitions
+    }
+    assert!(is_eof(&read_packet(&mut s).unwrap().1));
+    // Parameter 1 in two chunks (no answer to COM_STMT_SEND_LONG_DATA), with a quote, a
+    // backslash and a byte that is not UTF-8 in it.
+    let chunks: [&[u8]; 2] = [b"it's \\ ", &[0xFF, b'!']];
+    for chunk in chunks {
+        let mut long = vec![0x18];
+        long.extend_from_slice(&stmt.to_le_bytes());
+        long.extend_from_slice(&1u16.to_le_bytes());
+        long.extend_from_slice(chunk);
+        command(&mut s, &long);
+    }
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&stmt.to_le_bytes());
+    exec.push(0x00);
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    exec.push(0x00); // NULL bitmap
+    exec.push(0x01); // types follow
+    exec.extend_from_slice(&[0x08, 0x00, 0xFC, 0x00]);
+    exec.extend_from_slice(&42i64.to_le_bytes());
+    command(&mut s, &exec);
+    let answer = read_packet(&mut s).unwrap().1;
+    assert_eq!(answer[0], 0x00, "execute failed: {answer:?}");
+    // The row holds the chunks, and the write went through the replicated path (the log).
+    command(&mut s, b"\x03SELECT HEX(b) FROM test_db.ld WHERE id = 42");
+    let mut eofs = 0;
+    let mut value = None;
+    while eofs < 2 {
+        let p = read_packet(&mut s).unwrap().1;
+        assert_ne!(p[0], 0xFF, "{p:?}");
+        if is_eof(&p) {
+            eofs += 1;
+        } else if eofs == 1 {
+            value = Some(String::from_utf8(p[1..].to_vec()).unwrap());
+        }
+    }
+    assert_eq!(value.as_deref(), Some("69742773205C20FF21"));
+    // Barrier, CREATE TABLE and its outcome report, the insert.
+    let status = op.status();
+    assert_eq!(status["replication"]["applied_index"], 4, "{status}");
+}
+
 #[test]
 fn set_option_and_process_kill() {
     let db = MariaDb::start().unwrap();

@@ -414,7 +414,7 @@ impl Session {
                         self.cursors.remove(&id);
                         self.prepared_text.remove(&id);
                     } else if let Some(p) = self.prepared_text.get_mut(&id) {
-                        p.long_data = true;
+                        p.add_long_data(&payload[1..]);
                     }
                 }
                 self.forward(raw, None).await
@@ -442,9 +442,14 @@ impl Session {
                 next
             }
             cmd::STMT_RESET => {
+                // Closes the statement's cursor and drops its long data, as on the engine.
                 if let Some(b) = payload.get(1..5) {
-                    self.cursors
-                        .remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.cursors.remove(&id);
+                    if let Some(p) = self.prepared_text.get_mut(&id) {
+                        p.long_data.clear();
+                        p.long_data_overflow = false;
+                    }
                 }
                 self.forward(raw, Some(Expect::Single)).await
             }

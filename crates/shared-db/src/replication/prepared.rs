@@ -3,6 +3,9 @@
 //! the ordinary replicated write path (the text is what the log holds); reads that must run on
 //! the leader's shadow session take the text read path.
 
+/// Most bytes of long data one statement may collect before an execute.
+pub const MAX_LONG_DATA: usize = 64 << 20;
+
 /// A prepared statement of a client session that runs as text when it must.
 #[derive(Debug, Clone, Default)]
 pub struct PreparedText {
@@ -10,8 +13,11 @@ pub struct PreparedText {
     pub params: u16,
     /// Parameter types bound by the last execute (type byte, unsigned).
     pub types: Vec<(u8, bool)>,
-    /// `COM_STMT_SEND_LONG_DATA` was used: not supported for translated statements.
-    pub long_data: bool,
+    /// Parameter values sent with `COM_STMT_SEND_LONG_DATA` since the last execute, by
+    /// parameter; the execute packet carries no value for them.
+    pub long_data: std::collections::BTreeMap<u16, Vec<u8>>,
+    /// Long data beyond [`MAX_LONG_DATA`] arrived: the next execute is refused.
+    pub long_data_overflow: bool,
     /// A read: executed on the local engine, or (inside a transaction) as text on the
     /// leader's shadow session with its rows re-encoded for the binary protocol.
     pub read: bool,
@@ -20,8 +26,12 @@ pub struct PreparedText {
 /// Parses a `COM_STMT_EXECUTE` body (after the command byte) for `stmt` and returns the text
 /// statement with its parameters as literals.
 pub fn translate(body: &[u8], stmt: &mut PreparedText) -> Result<String, String> {
-    if stmt.long_data {
-        return Err("parameters sent with COM_STMT_SEND_LONG_DATA".into());
+    // Long data is used by one execute, as the engine does.
+    let long_data = std::mem::take(&mut stmt.long_data);
+    if std::mem::take(&mut stmt.long_data_overflow) {
+        return Err(format!(
+            "more than {MAX_LONG_DATA} bytes of parameters sent with COM_STMT_SEND_LONG_DATA"
+        ));
     }
     let n = usize::from(stmt.params);
     let mut pos = 9; // stmt id (4), flags (1), iteration count (4)
@@ -54,6 +64,10 @@ pub fn translate(body: &[u8], stmt: &mut PreparedText) -> Result<String, String>
                 values.push("NULL".to_string());
                 continue;
             }
+            if let Some(data) = u16::try_from(i).ok().and_then(|p| long_data.get(&p)) {
+                values.push(string_literal(data));
+                continue;
+            }
             let (ty, unsigned) = stmt.types[i];
             let (v, used) = render(ty, unsigned, body.get(pos..).unwrap_or_default())
                 .ok_or("malformed parameter value")?;
@@ -62,6 +76,27 @@ pub fn translate(body: &[u8], stmt: &mut PreparedText) -> Result<String, String>
         }
     }
     substitute(&stmt.sql, &values).ok_or_else(|| "parameter count does not match".into())
+}
+
+impl PreparedText {
+    /// Adds a `COM_STMT_SEND_LONG_DATA` chunk (its body after the command byte: statement id,
+    /// parameter id, data).
+    pub fn add_long_data(&mut self, body: &[u8]) {
+        let Some(param) = body.get(4..6).map(|b| u16::from_le_bytes([b[0], b[1]])) else {
+            return;
+        };
+        let data = body.get(6..).unwrap_or_default();
+        let held: usize = self.long_data.values().map(Vec::len).sum();
+        if held + data.len() > MAX_LONG_DATA {
+            self.long_data_overflow = true;
+            self.long_data.clear();
+            return;
+        }
+        self.long_data
+            .entry(param)
+            .or_default()
+            .extend_from_slice(data);
+    }
 }
 
 fn int_le(b: &[u8]) -> u64 {
@@ -247,5 +282,46 @@ mod tests {
         );
         assert_eq!(substitute("SELECT ?", &[]), None);
         assert_eq!(string_literal(b"a\\b"), "X'615C62'");
+    }
+
+    #[test]
+    fn long_data_fills_its_parameter_for_one_execute() {
+        let mut st = PreparedText {
+            sql: "INSERT INTO t VALUES (?, ?)".into(),
+            params: 2,
+            ..Default::default()
+        };
+        // COM_STMT_SEND_LONG_DATA bodies: statement 1, parameter 1, two chunks.
+        st.add_long_data(&[1, 0, 0, 0, 1, 0, b'a', b'b']);
+        st.add_long_data(&[1, 0, 0, 0, 1, 0, 0xFF, b'c']);
+        // Execute: no NULLs, types LONGLONG and BLOB, a value for the first only.
+        let mut body = vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0x08, 0, 0xFC, 0];
+        body.extend_from_slice(&7i64.to_le_bytes());
+        let text = translate(&body, &mut st).unwrap();
+        assert_eq!(text, "INSERT INTO t VALUES (7, X'6162FF63')");
+        // The next execute sends the value inline again.
+        let mut again = vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
+        again.extend_from_slice(&8i64.to_le_bytes());
+        again.extend_from_slice(&[1, b'z']);
+        assert_eq!(
+            translate(&again, &mut st).unwrap(),
+            "INSERT INTO t VALUES (8, 'z')"
+        );
+    }
+
+    #[test]
+    fn too_much_long_data_refuses_the_execute() {
+        let mut st = PreparedText {
+            sql: "INSERT INTO t VALUES (?)".into(),
+            params: 1,
+            ..Default::default()
+        };
+        let mut chunk = vec![1, 0, 0, 0, 0, 0];
+        chunk.resize(6 + MAX_LONG_DATA / 2 + 1, b'x');
+        st.add_long_data(&chunk);
+        st.add_long_data(&chunk);
+        let body = vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0xFC, 0];
+        assert!(translate(&body, &mut st).is_err());
+        assert!(st.long_data.is_empty() && !st.long_data_overflow);
     }
 }
