@@ -522,6 +522,18 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     assert_eq!(c2.affected_rows(), 2, "the leader's answer");
     let status = repl(&nodes[2]).status_json();
     assert_eq!(status["diverged"], true, "{status}");
+    // The diverging entry was rolled back there, not committed with its position.
+    let update_index = repl(&nodes[1]).status_json()["applied_index"]
+        .as_u64()
+        .unwrap();
+    let recorded: Option<u64> = e
+        .query_first("SELECT log_index FROM flux_meta.position")
+        .await
+        .unwrap();
+    assert!(
+        recorded.is_some_and(|r| r < update_index),
+        "position {recorded:?} on the diverged node, entry {update_index}"
+    );
     let (code, msg) = server_error(c3.query_drop("SELECT 1").await.unwrap_err());
     assert_eq!(code, 1105);
     assert!(msg.contains("diverged"), "{msg}");

@@ -506,13 +506,15 @@ impl ReplicaEngine {
             self.record_after_xa(inner, pos, &t.xid).await?;
             return Ok(ApplyReply::Duplicate);
         }
-        // Everyone else: run the statements, as many per round trip as can share one, then
-        // record the position and commit (with the last batch).
+        // Everyone else: run the statements, as many per round trip as can share one; once
+        // every outcome agrees with the leader's, record the position and commit.
         let conn = self.session(inner, t.origin, t.client_caps).await?;
-        let end = format!("{}; COMMIT", meta::position_sql(pos));
         let mut next = 0;
-        loop {
-            let batch = run_batch(conn, &t.statements[next..], next == 0, &end).await?;
+        while next < t.statements.len() || next == 0 {
+            let batch = run_batch(conn, &t.statements[next..], next == 0).await?;
+            if batch.outcomes.is_empty() {
+                break;
+            }
             for got in batch.outcomes {
                 let i = next;
                 next += 1;
@@ -529,10 +531,10 @@ impl ReplicaEngine {
                     return Ok(ApplyReply::Diverged { reason });
                 }
             }
-            if batch.ended {
-                return Ok(ApplyReply::Applied { outcome: None });
-            }
         }
+        conn.query_drop(&format!("{}; COMMIT", meta::position_sql(pos)))
+            .await?;
+        Ok(ApplyReply::Applied { outcome: None })
     }
 
     /// Writes the deferred position of the leader's own committed transactions.
@@ -583,8 +585,6 @@ struct Batch {
     /// The outcome of each statement that ran, in order (the last one may have failed, which
     /// ends the batch).
     outcomes: Vec<Outcome>,
-    /// Every statement ran and so did the closing statements.
-    ended: bool,
 }
 
 /// Bytes of SQL sent in one batch (beyond that, a statement waits for the next round trip).
@@ -602,13 +602,12 @@ fn can_be_followed(stmt: &LoggedStatement) -> bool {
 }
 
 /// Runs logged statements with their contexts on an applier connection, as many as can share
-/// one multi-statement query (`begin`: open the transaction first), followed by `end` once the
-/// last one ran. Returns after one round trip.
+/// one multi-statement query (`begin`: open the transaction first). Returns after one round
+/// trip.
 async fn run_batch(
     conn: &mut Backend,
     stmts: &[LoggedStatement],
     begin: bool,
-    end: &str,
 ) -> Result<Batch, BackendError> {
     let mut sql = String::with_capacity(512);
     // Per result: `None` for our own statements, `Some(i)` for logged statement `i`.
@@ -623,7 +622,6 @@ async fn run_batch(
     if begin {
         push(&mut sql, &mut plan, "BEGIN", None);
     }
-    let mut taken = 0;
     for (i, stmt) in stmts.iter().enumerate() {
         if let Some(db) = &stmt.ctx.db {
             push(
@@ -635,16 +633,14 @@ async fn run_batch(
         }
         push(&mut sql, &mut plan, &stmt.ctx.to_set_sql(), None);
         push(&mut sql, &mut plan, &stmt.sql, Some(i));
-        taken = i + 1;
         if !can_be_followed(stmt) || sql.len() >= BATCH_BYTES {
             break;
         }
     }
-    let all = taken == stmts.len();
-    if all {
-        // `end` holds two statements: the position and COMMIT.
-        push(&mut sql, &mut plan, end, None);
-        plan.push(None);
+    if sql.is_empty() {
+        return Ok(Batch {
+            outcomes: Vec::new(),
+        });
     }
     let c = run_query(conn, &sql).await?;
     let mut outcomes = Vec::new();
@@ -666,10 +662,7 @@ async fn run_batch(
                 let failed = got.error != 0;
                 outcomes.push(got);
                 if failed {
-                    return Ok(Batch {
-                        outcomes,
-                        ended: false,
-                    });
+                    return Ok(Batch { outcomes });
                 }
             }
             None if got.error != 0 => {
@@ -682,10 +675,7 @@ async fn run_batch(
             None => {}
         }
     }
-    Ok(Batch {
-        outcomes,
-        ended: all,
-    })
+    Ok(Batch { outcomes })
 }
 
 /// Runs one logged statement (DDL) with its context on an applier connection.
