@@ -6,6 +6,7 @@ import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import tempfile
 import time
@@ -96,3 +97,5 @@ class Operator:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        if not os.environ.get("SDB_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ to its managed engine. Every wait is bounded."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -191,6 +192,10 @@ class DevCluster:
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
         self.log.close()
+        # Three engines' data: hundreds of MB per cluster. Failing tests carry the logs in
+        # their assertion messages; SDB_KEEP_TEST_DIRS=1 keeps everything for a closer look.
+        if not os.environ.get("SDB_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def logs(self):
         """The tail of every node's log, and of its log since a restart (for assertion
