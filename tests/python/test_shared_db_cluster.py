@@ -404,18 +404,24 @@ def refuses(cluster, i):
         c.close()
 
 
-def test_a_follower_whose_outcome_differs_reports_diverged(cluster):
+def tamper_with_a_follower(cluster, db):
+    """Creates `db`.t with rows 1–3 everywhere, then deletes row 2 from a follower's engine
+    behind the operator's back. Returns (leader connection, victim index)."""
     leader = cluster.wait_leader()
     victim = (leader + 1) % 3
     conn = cluster.connect(leader)
-    rows(conn, "CREATE DATABASE divg")
-    rows(conn, "CREATE TABLE divg.t (id INT PRIMARY KEY, v INT)")
-    rows(conn, "INSERT INTO divg.t VALUES (1, 0), (2, 0), (3, 0)")
+    rows(conn, f"CREATE DATABASE {db}")
+    rows(conn, f"CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)")
+    rows(conn, f"INSERT INTO {db}.t VALUES (1, 0), (2, 0), (3, 0)")
     cluster.wait_converged()
-    # Someone edits the follower's engine behind the operator's back.
     eng = cluster.engine_connect(victim)
-    rows(eng, "DELETE FROM divg.t WHERE id = 2")
+    rows(eng, f"DELETE FROM {db}.t WHERE id = 2")
     eng.close()
+    return conn, victim
+
+
+def test_a_follower_whose_outcome_differs_reports_diverged(cluster):
+    conn, victim = tamper_with_a_follower(cluster, "divg")
     rows(conn, "UPDATE divg.t SET v = v + 1")  # 3 rows on the leader, 2 on the victim
     conn.close()
     wait_for("victim reports diverged", lambda: cluster.status(victim)["node"]["diverged"], 30)
@@ -462,18 +468,8 @@ def test_a_follower_whose_outcome_differs_reports_diverged(cluster):
 def test_a_diverged_node_resyncs_itself_with_auto_resync():
     c = DevCluster(3, serve_args=["--auto-resync", "true"])
     try:
-        leader = c.wait_leader()
-        victim = (leader + 1) % 3
-        conn = c.connect(leader)
-        rows(conn, "CREATE DATABASE auto")
-        rows(conn, "CREATE TABLE auto.t (id INT PRIMARY KEY, v INT)")
-        rows(conn, "INSERT INTO auto.t VALUES (1, 0), (2, 0), (3, 0)")
-        c.wait_converged()
-        # Someone edits the follower's engine behind the operator's back; the next write's
-        # outcome differs there.
-        eng = c.engine_connect(victim)
-        rows(eng, "DELETE FROM auto.t WHERE id = 2")
-        eng.close()
+        # The next write's outcome differs on the victim.
+        conn, victim = tamper_with_a_follower(c, "auto")
         rows(conn, "UPDATE auto.t SET v = v + 1")
         rows(conn, "INSERT INTO auto.t VALUES (4, 1)")
         conn.close()
