@@ -468,10 +468,22 @@ impl Session {
                 let n = payload
                     .get(5..9)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let status = self
+                    .repl
+                    .as_ref()
+                    .map_or(StatusFlags::SERVER_STATUS_AUTOCOMMIT, |st| st.status());
                 match (id, n) {
-                    (Some(id), Some(n)) if self.cursors.contains_key(&id) => {
-                        self.fetch_leader_cursor(id, n).await
-                    }
+                    (Some(id), Some(n)) => match self.cursors.get_mut(&id) {
+                        // A cursor opened on the leader: its rows are here.
+                        Some(c) => {
+                            let (packets, more) = c.fetch(n, status);
+                            if !more {
+                                self.cursors.remove(&id);
+                            }
+                            self.write_packets(&packets).await
+                        }
+                        None => self.forward(raw, Some(Expect::Fetch)).await,
+                    },
                     _ => self.forward(raw, Some(Expect::Fetch)).await,
                 }
             }
@@ -783,22 +795,6 @@ impl Session {
                 Next::Continue
             }
         }
-    }
-
-    /// `COM_STMT_FETCH` of a cursor opened on the leader.
-    async fn fetch_leader_cursor(&mut self, id: u32, n: u32) -> Next {
-        let status = self
-            .repl
-            .as_ref()
-            .map_or(StatusFlags::SERVER_STATUS_AUTOCOMMIT, |st| st.status());
-        let Some(c) = self.cursors.get_mut(&id) else {
-            return Next::Continue;
-        };
-        let (packets, more) = c.fetch(n, status);
-        if !more {
-            self.cursors.remove(&id);
-        }
-        self.write_packets(&packets).await
     }
 
     /// Runs operations on the leader and relays the last one's answer (its rows re-encoded

@@ -791,8 +791,11 @@ fn prepare_sql(xid: &str) -> String {
 }
 
 /// `LOAD DATA LOCAL INFILE` makes the engine ask for a file: nothing may be queued behind it.
+/// (Runs on every autocommit write: no copy of the statement.)
 fn may_ask_for_file(sql: &str) -> bool {
-    sql.to_ascii_uppercase().contains("INFILE")
+    sql.as_bytes()
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"INFILE"))
 }
 
 /// Runs `sql`, and `then` right behind it in the same round trip (if given).
@@ -949,4 +952,17 @@ fn parse_context(
         ctx.user_vars.push((name, value));
     }
     (ctx, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_statements_that_can_ask_for_a_file_keep_the_round_trip_to_themselves() {
+        assert!(may_ask_for_file("load data local infile '/x' INTO TABLE t"));
+        assert!(may_ask_for_file("LOAD DATA LOCAL InFile 'x' INTO TABLE t"));
+        assert!(!may_ask_for_file("INSERT INTO t VALUES (1)"));
+        assert!(!may_ask_for_file("INF"));
+    }
 }
