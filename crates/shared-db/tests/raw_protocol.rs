@@ -54,20 +54,39 @@ fn eof_status(p: &[u8]) -> u16 {
 const CURSOR_EXISTS: u16 = 0x0040;
 const LAST_ROW_SENT: u16 = 0x0080;
 
-/// Prepares `select` (one BIGINT column), executes it with a cursor and fetches 4 rows at a
-/// time; returns the values.
-fn cursor_rows(s: &mut std::net::TcpStream, select: &str) -> Vec<i64> {
-    // COM_STMT_PREPARE
+/// COM_STMT_PREPARE of `sql`; reads the parameter and column definitions and returns the
+/// statement id, the parameter count and the column count.
+fn prepare(s: &mut std::net::TcpStream, sql: &str) -> (u32, u16, u16) {
     let mut prepare = vec![0x16];
-    prepare.extend_from_slice(select.as_bytes());
+    prepare.extend_from_slice(sql.as_bytes());
     command(s, &prepare);
     let (_, ok) = read_packet(s).unwrap();
     assert_eq!(ok[0], 0x00, "{ok:?}");
     let stmt = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
     let columns = u16::from_le_bytes([ok[5], ok[6]]);
+    let params = u16::from_le_bytes([ok[7], ok[8]]);
+    for defs in [params, columns] {
+        if defs > 0 {
+            for _ in 0..defs {
+                read_packet(s).unwrap();
+            }
+            assert!(is_eof(&read_packet(s).unwrap().1));
+        }
+    }
+    (stmt, params, columns)
+}
+
+/// COM_PING answers OK: the session is in a normal state.
+fn ping_ok(s: &mut std::net::TcpStream) {
+    command(s, b"\x0E");
+    assert_eq!(read_packet(s).unwrap().1[0], 0x00);
+}
+
+/// Prepares `select` (one BIGINT column), executes it with a cursor and fetches 4 rows at a
+/// time; returns the values.
+fn cursor_rows(s: &mut std::net::TcpStream, select: &str) -> Vec<i64> {
+    let (stmt, _, columns) = prepare(s, select);
     assert_eq!(columns, 1);
-    read_packet(s).unwrap(); // column definition
-    assert!(is_eof(&read_packet(s).unwrap().1));
 
     // COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY: metadata only, cursor open.
     let mut exec = vec![0x17];
@@ -126,8 +145,7 @@ fn server_side_cursor_rows_come_with_fetch() {
     assert_eq!(seen, (1..=10).collect::<Vec<i64>>());
 
     // The session is in a normal state afterwards.
-    command(&mut s, b"\x0E");
-    assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
+    ping_ok(&mut s);
 }
 
 /// Inside a transaction a prepared read runs on the leader's shadow session; its cursor is
@@ -146,8 +164,7 @@ fn a_cursor_inside_a_replicated_transaction_sees_its_writes() {
     let seen = cursor_rows(&mut s, "SELECT a FROM test_db.c ORDER BY a");
     assert_eq!(seen, (1..=10).collect::<Vec<i64>>());
     query_ok(&mut s, "COMMIT");
-    command(&mut s, b"\x0E");
-    assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
+    ping_ok(&mut s);
 }
 
 /// A prepared write whose BLOB parameter arrives in `COM_STMT_SEND_LONG_DATA` chunks is
@@ -161,16 +178,8 @@ fn long_data_parameters_of_a_replicated_prepared_write() {
         &mut s,
         "CREATE TABLE test_db.ld (id BIGINT PRIMARY KEY, b LONGBLOB)",
     );
-    command(&mut s, b"\x16INSERT INTO test_db.ld VALUES (?, ?)");
-    let (_, ok) = read_packet(&mut s).unwrap();
-    assert_eq!(ok[0], 0x00, "{ok:?}");
-    let stmt = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
-    let params = u16::from_le_bytes([ok[7], ok[8]]);
+    let (stmt, params, _) = prepare(&mut s, "INSERT INTO test_db.ld VALUES (?, ?)");
     assert_eq!(params, 2);
-    for _ in 0..params {
-        read_packet(&mut s).unwrap(); // parameter definitions
-    }
-    assert!(is_eof(&read_packet(&mut s).unwrap().1));
     // Parameter 1 in two chunks (no answer to COM_STMT_SEND_LONG_DATA), with a quote, a
     // backslash and a byte that is not UTF-8 in it.
     let chunks: [&[u8]; 2] = [b"it's \\ ", &[0xFF, b'!']];
@@ -304,8 +313,7 @@ fn oversized_packets_get_1153_and_the_connection_is_closed() {
     assert!(read_packet(&mut s).is_none(), "connection should be closed");
     // A query under the limit on another connection is fine.
     let mut s = raw_login(op.port(), db.password());
-    command(&mut s, b"\x0E");
-    assert_eq!(read_packet(&mut s).unwrap().1[0], 0x00);
+    ping_ok(&mut s);
 }
 
 #[test]
