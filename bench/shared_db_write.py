@@ -3,9 +3,11 @@
 
 In one run, on this machine:
 - autocommit single-row INSERT latency (sysbench `oltp_insert`, 1 thread; p50 from the
-  histogram, p99) and `oltp_write_only` TPS at 1 and 8 threads,
+  histogram, p99), autocommit INSERT throughput at 1 and 8 threads, and `oltp_write_only`
+  TPS at 1 and 8 threads,
   against (a) one MariaDB directly, (b) a 3-node Galera cluster (Debian's galera-4) on
-  loopback, (c) a 3-node shared-db cluster started with `shared-db dev-cluster`;
+  loopback, (c) a 3-node shared-db cluster started with `shared-db dev-cluster`, through a
+  follower (statements are forwarded to the leader) and through the leader;
 - failover: a writer inserts continuously through a follower while the leader is SIGKILLed,
   `--kills` times; reported is the time from the kill to the first acknowledged write after it,
   and the check that every acknowledged write is on every node afterwards.
@@ -70,23 +72,27 @@ def histogram_percentile(report, pct):
 
 
 def measure(name, port, pw, seconds):
-    """(p50 ms, p99 ms, insert/s @1, write_only TPS @1, @8) against one endpoint."""
+    """Write figures against one endpoint: INSERT p50/p99 ms and rate @1, INSERT rate @8,
+    write_only TPS @1 and @8."""
     conn = pymysql.connect(host="127.0.0.1", port=port, user="root", password=pw,
                            autocommit=True, connect_timeout=10)
     conn.cursor().execute("CREATE DATABASE IF NOT EXISTS test_db")
     conn.close()
     sysbench("oltp_write_only", port, pw, 4, 0, action="prepare")
     ins = sysbench("oltp_insert", port, pw, 1, seconds, extra=("--histogram=on",))
-    p50, p99 = histogram_percentile(ins, 50), histogram_percentile(ins, 99)
-    ins_rate = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", ins).group(1))
-    tps = []
+    r = {"p50": histogram_percentile(ins, 50), "p99": histogram_percentile(ins, 99)}
+    rate = lambda out: float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", out).group(1))
+    r["ins1"] = rate(ins)
+    r["ins8"] = rate(sysbench("oltp_insert", port, pw, 8, seconds))
     for threads in (1, 8):
         out = sysbench("oltp_write_only", port, pw, threads, seconds)
-        tps.append(float(re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", out).group(1)))
+        r[f"wo{threads}"] = float(
+            re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", out).group(1))
     sysbench("oltp_write_only", port, pw, 4, 0, action="cleanup")
-    print(f"{name:10} insert p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {ins_rate:7.0f}/s   "
-          f"write_only TPS @1 {tps[0]:7.0f}  @8 {tps[1]:7.0f}", flush=True)
-    return p50, p99, ins_rate, tps[0], tps[1]
+    print(f"{name:18} insert p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+          f"{r['ins1']:6.0f}/s @1 {r['ins8']:6.0f}/s @8   "
+          f"write_only TPS @1 {r['wo1']:6.0f}  @8 {r['wo8']:6.0f}", flush=True)
+    return r
 
 
 def failover(cluster, kills):
@@ -197,28 +203,35 @@ def main():
     try:
         leader = cluster.wait_leader(60)
         follower = (leader + 1) % cluster.count
-        results["shared-db"] = measure("shared-db", cluster.mysql_ports[follower],
-                                       cluster.password, a.time)
+        results["shared-db (follower)"] = measure("shared-db (follower)",
+                                                  cluster.mysql_ports[follower],
+                                                  cluster.password, a.time)
+        results["shared-db (leader)"] = measure("shared-db (leader)",
+                                                cluster.mysql_ports[leader],
+                                                cluster.password, a.time)
         recoveries, acked, missing = failover(cluster, a.kills)
     finally:
         cluster.stop()
 
     print()
-    print("| system | INSERT p50 ms | INSERT p99 ms | inserts/s @1 | write_only TPS @1 "
-          "| write_only TPS @8 |")
-    print("|---|---|---|---|---|---|")
-    for name, (p50, p99, rate, t1, t8) in results.items():
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {rate:.0f} | {t1:.0f} | {t8:.0f} |")
-    d = results["direct"]
-    s = results["shared-db"]
-    print(f"\nshared-db/direct: write_only TPS @1 {s[3] / d[3]:.2f}, @8 {s[4] / d[4]:.2f}")
-    if "galera" in results:
-        g = results["galera"]
-        print(f"shared-db/galera: write_only TPS @1 {s[3] / g[3]:.2f}, @8 {s[4] / g[4]:.2f}")
+    print("| system | INSERT p50 ms | INSERT p99 ms | inserts/s @1 | inserts/s @8 "
+          "| write_only TPS @1 | write_only TPS @8 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['ins1']:.0f} | {r['ins8']:.0f} "
+              f"| {r['wo1']:.0f} | {r['wo8']:.0f} |")
+    print()
+    for base in ("direct", "galera"):
+        if base not in results:
+            continue
+        b = results[base]
+        for name in ("shared-db (follower)", "shared-db (leader)"):
+            s = results[name]
+            print(f"{name}/{base}: inserts/s @8 {s['ins8'] / b['ins8']:.2f}, "
+                  f"write_only TPS @1 {s['wo1'] / b['wo1']:.2f}, @8 {s['wo8'] / b['wo8']:.2f}")
     print(f"failover over {len(recoveries)} leader kills: "
           f"median {statistics.median(recoveries):.2f} s, max {max(recoveries):.2f} s; "
           f"{acked} writes acknowledged, missing per node: {missing}")
-
 
 if __name__ == "__main__":
     main()

@@ -66,6 +66,14 @@ fn server_error(e: mysql_async::Error) -> (u16, String) {
     }
 }
 
+/// Waits until the in-process log has handed every entry so far to every member. A write is
+/// answered once the leader's applier has its entry, before the leader's `XA COMMIT` ends and
+/// before members later in the delivery order have applied it; engines read directly (not
+/// through a session's read fence) are compared after this.
+async fn settled(cluster: &InProcessCluster) {
+    cluster.entries().await;
+}
+
 async fn checksums(db: &MariaDb, tables: &str) -> Vec<(String, Option<i64>)> {
     let mut c = engine_conn(db).await;
     let rows: Vec<(String, Option<i64>)> =
@@ -432,6 +440,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     assert!(msg.contains("LIMIT"), "{msg}");
 
     // Every engine holds the same data.
+    settled(&cluster).await;
     let first = checksums(&dbs[0], "app.t, app.audit").await;
     assert_eq!(first.len(), 2);
     for db in &dbs[1..] {
@@ -462,6 +471,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     c2.query_drop("UPDATE app.t SET n = n + 1 WHERE node = 12 ORDER BY id")
         .await
         .unwrap();
+    settled(&cluster).await;
     assert_ne!(
         checksums(&dbs[2], "app.t").await,
         checksums(&dbs[0], "app.t").await
@@ -507,6 +517,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
         .await
         .unwrap();
     assert_eq!(n11, Some(2));
+    settled(&cluster).await;
     let first = checksums(&dbs[0], "app.t, app.audit").await;
     for db in &dbs[1..] {
         assert_eq!(checksums(db, "app.t, app.audit").await, first);
@@ -520,6 +531,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
         .await
         .unwrap();
     assert_eq!(c2.affected_rows(), 2, "the leader's answer");
+    settled(&cluster).await;
     let status = repl(&nodes[2]).status_json();
     assert_eq!(status["diverged"], true, "{status}");
     // The diverging entry was rolled back there, not committed with its position.
@@ -542,6 +554,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     c2.query_drop("INSERT INTO app.t (node, v) VALUES (10, 1)")
         .await
         .unwrap();
+    settled(&cluster).await;
     assert_eq!(
         checksums(&dbs[0], "app.t").await,
         checksums(&dbs[1], "app.t").await
@@ -556,6 +569,7 @@ async fn three_nodes_converge_with_writers_on_every_node() {
     c2.query_drop("CREATE TABLE app.extra (a INT)")
         .await
         .unwrap();
+    settled(&cluster).await;
     assert_eq!(repl(&nodes[0]).status_json()["diverged"], true);
     assert_eq!(repl(&nodes[1]).status_json()["diverged"], false);
     drop(c1);

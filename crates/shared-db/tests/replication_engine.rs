@@ -295,3 +295,122 @@ async fn snapshot_build_and_install() {
     apply(&sb, 4, next).await;
     assert_eq!(sum(&mut ca).await, sum(&mut cb).await);
 }
+
+fn group(txns: &[(&str, u64, &str)]) -> Vec<u8> {
+    LogEntry::new(EntryBody::Txns {
+        txns: txns
+            .iter()
+            .map(|(xid, session, sql)| TxnEntry {
+                xid: (*xid).into(),
+                origin: Origin {
+                    node: 1,
+                    session: *session,
+                },
+                client_caps: 0,
+                statements: vec![stmt(sql, Some(1))],
+            })
+            .collect(),
+    })
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_entries_apply_each_transaction_exactly_once_across_restarts() {
+    use shared_db::protocol::backend::Backend;
+    use shared_db::replication::applier::applier_caps;
+
+    let db = MariaDb::start().unwrap();
+    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
+    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
+    apply(&sm, 2, ddl("CREATE TABLE app.t (id INT PRIMARY KEY)")).await;
+
+    // A follower applies a group of three transactions from three sessions.
+    let r = apply(
+        &sm,
+        3,
+        group(&[
+            ("sdb-1-0000aaaa-1", 1, "INSERT INTO app.t VALUES (1)"),
+            ("sdb-1-0000aaaa-2", 2, "INSERT INTO app.t VALUES (2)"),
+            ("sdb-1-0000aaaa-3", 3, "INSERT INTO app.t VALUES (3)"),
+        ]),
+    )
+    .await;
+    assert!(matches!(r, ApplyReply::Applied { .. }), "{r:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 3);
+    assert_eq!(sm.last_applied().await.unwrap(), Some(pos(3)));
+    drop(sm);
+
+    // The next group stopped after its first transaction (which committed with its progress
+    // mark, as the applier does). After a restart only the other two run: running the first
+    // again would fail with a duplicate key where the leader had none, a divergence.
+    let mut c = conn(&db).await;
+    c.query_drop(
+        "BEGIN; INSERT INTO app.t VALUES (4); \
+         REPLACE INTO flux_meta.state (k, v) VALUES ('group_progress', '4:1'); COMMIT",
+    )
+    .await
+    .unwrap();
+    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
+    assert_eq!(sm.last_applied().await.unwrap(), Some(pos(3)));
+    let r = apply(
+        &sm,
+        4,
+        group(&[
+            ("sdb-1-0000aaaa-4", 1, "INSERT INTO app.t VALUES (4)"),
+            ("sdb-1-0000aaaa-5", 2, "INSERT INTO app.t VALUES (5)"),
+            ("sdb-1-0000aaaa-6", 4, "INSERT INTO app.t VALUES (6)"),
+        ]),
+    )
+    .await;
+    assert!(matches!(r, ApplyReply::Applied { .. }), "{r:?}");
+    assert!(sm.diverged().is_none());
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 6);
+
+    // On the leader: its own prepared transactions are committed, not run again.
+    let prefix = sm.xid_prefix().to_string();
+    let xids: Vec<String> = (7..10).map(|n| format!("{prefix}{n}")).collect();
+    for (n, xid) in (7..10).zip(&xids) {
+        let c = prepare(&db, xid, &format!("INSERT INTO app.t VALUES ({n})")).await;
+        drop(c.disconnect().await);
+        // The executor keeps its preparing connection; a fresh one joins the same prepared
+        // transaction by xid for the commit.
+        let b = Backend::connect(&target(&db), applier_caps(0), 45, None)
+            .await
+            .unwrap();
+        sm.xa.register(xid, Arc::new(tokio::sync::Mutex::new(b)));
+    }
+    let own = LogEntry::new(EntryBody::Txns {
+        txns: xids
+            .iter()
+            .map(|xid| TxnEntry {
+                xid: xid.clone(),
+                origin: ORIGIN,
+                client_caps: 0,
+                // Would fail (duplicate key) if it ran: only the prepared transaction commits.
+                statements: vec![stmt("INSERT INTO app.t VALUES (1)", Some(1))],
+            })
+            .collect(),
+    })
+    .encode();
+    let r = apply(&sm, 5, own.clone()).await;
+    assert!(matches!(r, ApplyReply::Applied { .. }), "{r:?}");
+    assert!(sm.diverged().is_none());
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 9);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM information_schema.innodb_trx").await,
+        0
+    );
+    drop(sm);
+
+    // A crash before the position was written: the markers make re-delivery a no-op.
+    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
+    assert_eq!(sm.last_applied().await.unwrap(), Some(pos(4)));
+    apply(&sm, 5, own).await;
+    assert!(sm.diverged().is_none());
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 9);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM flux_meta.xa_done").await,
+        0
+    );
+    assert_eq!(sm.last_applied().await.unwrap(), Some(pos(5)));
+}

@@ -37,7 +37,7 @@ pub struct PeerInfo {
 
 /// Why a proposal did not commit. A proposal that fails may still commit later only in the
 /// [`ProposeError::Unknown`] case; every other variant means it was never appended by a leader.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
     #[error("this node is not the leader")]
     NotLeader { leader: Option<PeerInfo> },
@@ -69,6 +69,13 @@ pub trait ReplicatedLog: Send + Sync + 'static {
 
     /// This node's id.
     fn node_id(&self) -> NodeId;
+
+    /// A counter that moves each time this node's log has synced appended entries, when the
+    /// log works that way. A proposer can gather what arrives while one entry is being synced
+    /// into the next (see `replication::proposer`); without it, each proposal goes alone.
+    fn appends_synced(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Information about a snapshot written by [`StateMachine::build_snapshot`].

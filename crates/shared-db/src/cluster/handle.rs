@@ -135,6 +135,7 @@ pub struct Cluster {
     pub(super) verifier: Option<Arc<Verifier>>,
     pub(super) sm: Arc<SmShared>,
     log_stats: Arc<LogStats>,
+    appends_synced: tokio::sync::watch::Receiver<u64>,
     diverged: AtomicBool,
     /// When this node last accepted entries or a heartbeat from a leader.
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
@@ -153,6 +154,7 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let log = LogStore::open(&settings.raft_dir.join("raft.redb"))?;
         let log_stats = log.stats();
+        let appends_synced = log.appends_synced();
         let (sm_store, sm_shared) = SmStore::open(sm, log.clone(), &settings.raft_dir)
             .await
             .map_err(ClusterError::State)?;
@@ -196,6 +198,7 @@ impl Cluster {
             client,
             sm: sm_shared,
             log_stats,
+            appends_synced,
             diverged: AtomicBool::new(false),
             last_leader_contact: std::sync::Mutex::new(None),
             auth_refused: AtomicU64::new(0),
@@ -627,6 +630,10 @@ impl ReplicatedLog for Cluster {
                 }
             }
         })
+    }
+
+    fn appends_synced(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.appends_synced.clone())
     }
 
     fn ensure_leader(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProposeError>> {

@@ -1218,10 +1218,10 @@ fn without_socket(sql: &[u8]) -> Option<String> {
     Some(format!("SELECT {}", items.join(", ")))
 }
 
-/// Waits (bounded) until this node has applied the session's last write; the error to answer
-/// when it has not.
+/// Waits (bounded) until this node has applied the session's last write, and every write this
+/// node acknowledged as leader; the error to answer when it has not.
 async fn read_fence(st: &mut ClientState, r: &Replication) -> Option<SqlError> {
-    let fence = st.fence;
+    let fence = st.fence.max(r.engine.acknowledged_index());
     st.last_on_leader = false;
     if fence > r.engine.applied_index() && !r.engine.wait_applied(fence, r.read_wait).await {
         return Some(SqlError::new(

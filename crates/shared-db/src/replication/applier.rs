@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,18 +60,61 @@ pub fn applier_caps(client_caps: u32) -> CapabilityFlags {
 /// the connection that prepared them when their entry is applied.
 #[derive(Default)]
 pub struct XaRegistry {
-    prepared: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Backend>>>>,
+    prepared: Mutex<HashMap<String, PreparedXa>>,
     /// Proposals that failed with an unknown outcome: rolled back at the next barrier.
     doubtful: Mutex<Vec<String>>,
+    /// The highest log index announced to the executor (so possibly acknowledged to a client).
+    announced: AtomicU64,
+}
+
+/// A prepared transaction waiting for its entry.
+pub struct PreparedXa {
+    pub conn: Arc<tokio::sync::Mutex<Backend>>,
+    committed: Option<tokio::sync::oneshot::Sender<u64>>,
 }
 
 impl XaRegistry {
-    pub fn register(&self, xid: &str, conn: Arc<tokio::sync::Mutex<Backend>>) {
-        if let Ok(mut m) = self.prepared.lock() {
-            m.insert(xid.to_string(), conn);
+    /// Locks the preparing connection of `p`, then tells the executor that its entry (at
+    /// `index`) is committed in the log: the session's next statement waits for the lock, so
+    /// it runs after the applier's `XA COMMIT`.
+    async fn lock_and_announce(
+        &self,
+        p: PreparedXa,
+        index: u64,
+    ) -> tokio::sync::OwnedMutexGuard<Backend> {
+        let c = p.conn.lock_owned().await;
+        self.announced.fetch_max(index, Ordering::AcqRel);
+        if let Some(tx) = p.committed {
+            let _ = tx.send(index);
         }
+        c
     }
-    pub fn take(&self, xid: &str) -> Option<Arc<tokio::sync::Mutex<Backend>>> {
+
+    /// The highest log index whose transactions may have been acknowledged to clients.
+    pub fn announced(&self) -> u64 {
+        self.announced.load(Ordering::Acquire)
+    }
+
+    /// Registers a prepared transaction; the receiver gets the index of its entry once that
+    /// is committed in the log (it is dropped unanswered otherwise).
+    pub fn register(
+        &self,
+        xid: &str,
+        conn: Arc<tokio::sync::Mutex<Backend>>,
+    ) -> tokio::sync::oneshot::Receiver<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut m) = self.prepared.lock() {
+            m.insert(
+                xid.to_string(),
+                PreparedXa {
+                    conn,
+                    committed: Some(tx),
+                },
+            );
+        }
+        rx
+    }
+    pub fn take(&self, xid: &str) -> Option<PreparedXa> {
         self.prepared.lock().ok()?.remove(xid)
     }
     pub fn is_prepared(&self, xid: &str) -> bool {
@@ -82,7 +125,7 @@ impl XaRegistry {
             d.push(xid.to_string());
         }
     }
-    fn take_all(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Backend>>)> {
+    fn take_all(&self) -> Vec<(String, PreparedXa)> {
         self.prepared
             .lock()
             .map(|mut m| m.drain().collect())
@@ -109,6 +152,34 @@ struct Inner {
     /// `xa_done` markers make a re-delivery after a crash a no-op), and that position.
     pending: Vec<String>,
     pending_pos: Option<LogPosition>,
+    /// How far the group entry being applied got before a crash or an engine failure:
+    /// (entry index, transactions applied), as recorded with the last of them.
+    group_progress: Option<(u64, usize)>,
+}
+
+/// What a transaction's engine commit records with it.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    /// The whole entry at this position is applied.
+    Entry(LogPosition),
+    /// The first `done` transactions of the group entry at `index` are applied.
+    Part { index: u64, done: usize },
+}
+
+impl Mark {
+    fn sql(self) -> String {
+        match self {
+            Mark::Entry(pos) => meta::position_sql(pos),
+            Mark::Part { index, done } => meta::group_progress_sql(index, done),
+        }
+    }
+
+    /// Notes in memory what the engine just committed.
+    fn committed(self, inner: &mut Inner) {
+        if let Mark::Part { index, done } = self {
+            inner.group_progress = Some((index, done));
+        }
+    }
 }
 
 /// A node's engine as a replicated state machine.
@@ -152,6 +223,7 @@ impl ReplicaEngine {
         let ddl_inflight = meta::read_state(&mut b, "ddl_inflight")
             .await?
             .and_then(|v| v.parse().ok());
+        let group_progress = meta::read_group_progress(&mut b).await?;
         let mut boot = [0u8; 4];
         let _ = getrandom::fill(&mut boot);
         let (applied, _) = watch::channel(last.map(|p| p.index).unwrap_or(0));
@@ -167,6 +239,7 @@ impl ReplicaEngine {
                 ddl_inflight,
                 pending: Vec::new(),
                 pending_pos: None,
+                group_progress,
             }),
             applied,
             diverged_flag: AtomicBool::new(diverged.is_some()),
@@ -193,6 +266,13 @@ impl ReplicaEngine {
     /// The last applied log index (0 when fresh).
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// The index reads on this node must have applied to see every write acknowledged so far
+    /// by this node's executor: a write is answered once its entry is committed in the log,
+    /// while the leader's own `XA COMMIT` may still be running.
+    pub fn acknowledged_index(&self) -> u64 {
+        self.xa.announced()
     }
 
     /// Waits until the applied index reaches `index`; false on timeout.
@@ -310,6 +390,7 @@ impl ReplicaEngine {
     async fn reload(&self, inner: &mut Inner) -> Result<Option<LogPosition>, BackendError> {
         let mut b = connect(&self.target, 0, None).await?;
         let last = meta::read_position(&mut b).await?;
+        inner.group_progress = meta::read_group_progress(&mut b).await?;
         inner.meta = Some(b);
         Ok(last)
     }
@@ -325,7 +406,11 @@ impl ReplicaEngine {
     }
 
     async fn step(&self, inner: &mut Inner, pos: LogPosition, body: &EntryBody) -> Step {
-        let own_prepared = matches!(body, EntryBody::Txn(t) if self.xa.is_prepared(&t.xid));
+        let own_prepared = match body {
+            EntryBody::Txn(t) => self.xa.is_prepared(&t.xid),
+            EntryBody::Txns { txns } => txns.iter().all(|t| self.xa.is_prepared(&t.xid)),
+            _ => false,
+        };
         if !own_prepared || inner.pending.len() >= MAX_PENDING {
             if let Err(e) = self.flush_pending(inner).await {
                 return Step::Retry(e);
@@ -355,7 +440,8 @@ impl ReplicaEngine {
                     .await
                     .map(|_| ApplyReply::Applied { outcome: None })
             }
-            EntryBody::Txn(t) => self.txn(inner, pos, t).await,
+            EntryBody::Txn(t) => self.txn(inner, pos, t, Mark::Entry(pos)).await,
+            EntryBody::Txns { txns } => self.txns(inner, pos, txns).await,
         };
         match r {
             Ok(reply) => Step::Done(reply),
@@ -388,8 +474,8 @@ impl ReplicaEngine {
         // node leads now, none of ours that is still prepared will.
         let mut doubtful = self.xa.take_doubtful();
         if leader != self.node_id {
-            for (xid, conn) in self.xa.take_all() {
-                let mut c = conn.lock().await;
+            for (xid, p) in self.xa.take_all() {
+                let mut c = p.conn.lock().await;
                 let _ = c
                     .query_drop(&format!("XA ROLLBACK {}", super::context::quote(&xid)))
                     .await;
@@ -397,8 +483,8 @@ impl ReplicaEngine {
             }
         }
         for xid in &doubtful {
-            if let Some(conn) = self.xa.take(xid) {
-                let mut c = conn.lock().await;
+            if let Some(p) = self.xa.take(xid) {
+                let mut c = p.conn.lock().await;
                 let _ = c
                     .query_drop(&format!("XA ROLLBACK {}", super::context::quote(xid)))
                     .await;
@@ -468,25 +554,91 @@ impl ReplicaEngine {
         })
     }
 
+    /// Applies the transactions of a group entry in order. The leader commits its own prepared
+    /// ones all at once; anything else goes one at a time, each recording the group's progress
+    /// in its engine transaction (the last one records the position).
+    async fn txns(
+        &self,
+        inner: &mut Inner,
+        pos: LogPosition,
+        txns: &[TxnEntry],
+    ) -> Result<ApplyReply, BackendError> {
+        let skip = match inner.group_progress {
+            Some((index, done)) if index == pos.index => done.min(txns.len()),
+            _ => 0,
+        };
+        let todo = &txns[skip..];
+        if !todo.is_empty() && todo.iter().all(|t| self.xa.is_prepared(&t.xid)) {
+            let own: Vec<_> = todo
+                .iter()
+                .filter_map(|t| self.xa.take(&t.xid).map(|c| (t.xid.as_str(), c)))
+                .collect();
+            let results =
+                futures_util::future::join_all(own.into_iter().map(|(xid, p)| async move {
+                    let mut c = self.xa.lock_and_announce(p, pos.index).await;
+                    let r = c
+                        .query_drop(&format!("XA COMMIT {}", super::context::quote(xid)))
+                        .await;
+                    (xid, r)
+                }))
+                .await;
+            if results.len() == todo.len() && results.iter().all(|(_, r)| r.is_ok()) {
+                // As for a single transaction: the position is written with a later entry;
+                // the markers cover a crash until then.
+                inner.pending.extend(todo.iter().map(|t| t.xid.clone()));
+                inner.pending_pos = Some(pos);
+                return Ok(ApplyReply::Applied { outcome: None });
+            }
+            for (xid, r) in &results {
+                if let Err(e) = r {
+                    tracing::warn!(%xid, error = %e, "XA COMMIT on the preparing connection failed; recovering");
+                }
+            }
+        }
+        // The committed ones among them are recognised by their markers below. Earlier
+        // entries' deferred position goes first: this entry records its own progress.
+        self.flush_pending(inner).await?;
+        for (k, t) in txns.iter().enumerate().skip(skip) {
+            let mark = if k + 1 == txns.len() {
+                Mark::Entry(pos)
+            } else {
+                Mark::Part {
+                    index: pos.index,
+                    done: k + 1,
+                }
+            };
+            let reply = self.txn(inner, pos, t, mark).await?;
+            if matches!(reply, ApplyReply::Diverged { .. }) {
+                return Ok(reply);
+            }
+        }
+        Ok(ApplyReply::Applied { outcome: None })
+    }
+
     async fn txn(
         &self,
         inner: &mut Inner,
         pos: LogPosition,
         t: &TxnEntry,
+        mark: Mark,
     ) -> Result<ApplyReply, BackendError> {
         let xid_lit = super::context::quote(&t.xid);
         // The leader's own prepared transaction, on the connection that prepared it.
-        if let Some(conn) = self.xa.take(&t.xid) {
+        if let Some(p) = self.xa.take(&t.xid) {
             let committed = {
-                let mut c = conn.lock().await;
+                let mut c = self.xa.lock_and_announce(p, pos.index).await;
                 c.query_drop(&format!("XA COMMIT {xid_lit}")).await
             };
             match committed {
                 Ok(()) => {
-                    // The position is written with the next entry of another kind (one engine
-                    // commit less per write); the marker covers a crash until then.
-                    inner.pending.push(t.xid.clone());
-                    inner.pending_pos = Some(pos);
+                    if let Mark::Entry(pos) = mark {
+                        // The position is written with the next entry of another kind (one
+                        // engine commit less per write); the marker covers a crash until then.
+                        inner.pending.push(t.xid.clone());
+                        inner.pending_pos = Some(pos);
+                    } else {
+                        self.record_after_xa(inner, mark, &t.xid).await?;
+                    }
                     return Ok(ApplyReply::Applied { outcome: None });
                 }
                 Err(e) => {
@@ -498,12 +650,12 @@ impl ReplicaEngine {
         let m = self.meta_conn(inner).await?;
         if meta::xa_recover(m).await?.contains(&t.xid) {
             m.query_drop(&format!("XA COMMIT {xid_lit}")).await?;
-            self.record_after_xa(inner, pos, &t.xid).await?;
+            self.record_after_xa(inner, mark, &t.xid).await?;
             return Ok(ApplyReply::Applied { outcome: None });
         }
         // Committed before a crash that came before the position was written.
         if meta::xa_done(m, &t.xid).await? {
-            self.record_after_xa(inner, pos, &t.xid).await?;
+            self.record_after_xa(inner, mark, &t.xid).await?;
             return Ok(ApplyReply::Duplicate);
         }
         // Everyone else: run the statements, as many per round trip as can share one; once
@@ -532,8 +684,8 @@ impl ReplicaEngine {
                 }
             }
         }
-        conn.query_drop(&format!("{}; COMMIT", meta::position_sql(pos)))
-            .await?;
+        conn.query_drop(&format!("{}; COMMIT", mark.sql())).await?;
+        mark.committed(inner);
         Ok(ApplyReply::Applied { outcome: None })
     }
 
@@ -561,16 +713,18 @@ impl ReplicaEngine {
     async fn record_after_xa(
         &self,
         inner: &mut Inner,
-        pos: LogPosition,
+        mark: Mark,
         xid: &str,
     ) -> Result<(), BackendError> {
         let m = self.meta_conn(inner).await?;
         m.query_drop(&format!(
             "BEGIN; {}; DELETE FROM flux_meta.xa_done WHERE xid = {}; COMMIT",
-            meta::position_sql(pos),
+            mark.sql(),
             super::context::quote(xid)
         ))
-        .await
+        .await?;
+        mark.committed(inner);
+        Ok(())
     }
 
     /// Forgets the applier's connections (after a snapshot install).
@@ -760,13 +914,18 @@ impl StateMachine for ReplicaEngine {
             let mut inner = self.inner.lock().await;
             inner.pending.clear();
             inner.pending_pos = None;
+            inner.group_progress = None;
             let m = self
                 .meta_conn(&mut inner)
                 .await
                 .map_err(|e| StateMachineError::Engine(e.to_string()))?;
-            m.query_drop(&meta::position_sql(meta_in.last_applied))
-                .await
-                .map_err(|e| StateMachineError::Engine(e.to_string()))?;
+            m.query_drop(&format!(
+                "{}; DELETE FROM flux_meta.state WHERE k = {}",
+                meta::position_sql(meta_in.last_applied),
+                super::context::quote(meta::GROUP_PROGRESS)
+            ))
+            .await
+            .map_err(|e| StateMachineError::Engine(e.to_string()))?;
             inner.last = Some(meta_in.last_applied);
             self.applied.send_replace(meta_in.last_applied.index);
             Ok(())

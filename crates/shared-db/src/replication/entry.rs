@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::context::StatementContext;
 use crate::cluster::contract::NodeId;
 
-/// Current entry format version.
-pub const ENTRY_VERSION: u32 = 1;
+/// Newest entry format version this node writes and understands. An entry records the lowest
+/// version that can read it: 2 only for `EntryBody::Txns`, so nodes of version 1 keep
+/// applying everything else.
+pub const ENTRY_VERSION: u32 = 2;
 
 /// The client session a statement came from: node and session id on that node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,6 +80,12 @@ pub struct DdlEntry {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EntryBody {
     Txn(TxnEntry),
+    /// Transactions that were committing at the same time, in the order they are applied
+    /// (one log entry: one sync and one replication round for all of them). Each is still
+    /// its own engine transaction.
+    Txns {
+        txns: Vec<TxnEntry>,
+    },
     Ddl(Box<DdlEntry>),
     /// Proposed by a node when it becomes leader: everything an earlier leader got committed is
     /// before it, so prepared XA transactions of earlier terms that were not applied by now
@@ -116,10 +124,11 @@ pub enum EntryError {
 
 impl LogEntry {
     pub fn new(body: EntryBody) -> Self {
-        LogEntry {
-            v: ENTRY_VERSION,
-            body,
-        }
+        let v = match body {
+            EntryBody::Txns { .. } => 2,
+            _ => 1,
+        };
+        LogEntry { v, body }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -184,5 +193,27 @@ mod tests {
             Err(EntryError::Version(99))
         ));
         assert!(LogEntry::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn only_grouped_transactions_need_version_2() {
+        let txn = TxnEntry {
+            xid: "sdb-1-x-1".into(),
+            origin: Origin {
+                node: 1,
+                session: 7,
+            },
+            client_caps: 0,
+            statements: Vec::new(),
+        };
+        let single = LogEntry::new(EntryBody::Txn(txn.clone()));
+        assert_eq!(single.v, 1);
+        let group = LogEntry::new(EntryBody::Txns {
+            txns: vec![txn.clone(), txn],
+        });
+        assert_eq!(group.v, 2);
+        let bytes = group.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"kind\":\"txns\""));
+        assert_eq!(LogEntry::decode(&bytes).unwrap(), group);
     }
 }

@@ -19,6 +19,7 @@ use super::entry::{
     ApplyReply, DdlEntry, EntryBody, LogEntry, LoggedStatement, Origin, Outcome, TxnEntry,
 };
 use super::meta;
+use super::proposer::Proposer;
 use super::response::{outcome_packet, patch_status, run_query, run_query_pair, Cell, Collected};
 use crate::cluster::contract::{PeerInfo, ProposeError, ReplicatedLog};
 use crate::protocol::backend::{relayable_capabilities, Backend, BackendError, EngineTarget};
@@ -133,6 +134,7 @@ pub struct Executor {
     shadows: Mutex<HashMap<Origin, ShadowSlot>>,
     gate: Arc<RwLock<()>>,
     counter: AtomicU64,
+    proposer: Proposer,
     pub propose_timeout: Duration,
 }
 
@@ -176,6 +178,7 @@ fn engine_error(e: &BackendError) -> SqlError {
 
 impl Executor {
     pub fn new(log: Arc<dyn ReplicatedLog>, engine: Arc<ReplicaEngine>) -> Arc<Self> {
+        let proposer = Proposer::start(Arc::clone(&log));
         Arc::new(Executor {
             log,
             target: engine.target().clone(),
@@ -183,6 +186,7 @@ impl Executor {
             shadows: Mutex::new(HashMap::new()),
             gate: Arc::new(RwLock::new(())),
             counter: AtomicU64::new(0),
+            proposer,
             propose_timeout: Duration::from_secs(10),
         })
     }
@@ -483,18 +487,26 @@ impl Executor {
             return err_response(&engine_error(&e), false);
         }
         s.wrote = true;
-        self.engine.xa.register(&txn.xid, Arc::clone(&s.conn));
-        let entry = LogEntry::new(EntryBody::Txn(TxnEntry {
+        let committed = self.engine.xa.register(&txn.xid, Arc::clone(&s.conn));
+        let entry = TxnEntry {
             xid: txn.xid.clone(),
             origin: req.origin,
             client_caps: req.caps,
             statements: txn.statements,
-        }));
-        // The gate stays held until the entry is applied: a DDL proposed meanwhile could land
-        // before this entry in the log and then wait forever on this prepared transaction's
-        // metadata lock.
+        };
+        // The gate stays held until the entry is in the log: a DDL proposed meanwhile could
+        // land before it and then wait forever on this prepared transaction's metadata lock.
         let _gate = txn._gate;
-        match self.log.propose(entry.encode(), self.propose_timeout).await {
+        // The client hears as soon as the entry is committed in the log: the applier's
+        // `XA COMMIT` holds the session's connection, so its next statement comes after, and
+        // its reads wait for the applied index the answer carries.
+        let pr = tokio::select! {
+            pr = self.proposer.propose(entry, self.propose_timeout) => pr,
+            Ok(index) = committed => {
+                return ok_response(StatusFlags::SERVER_STATUS_AUTOCOMMIT, Some(index), false);
+            }
+        };
+        match pr {
             Ok((pos, reply)) => {
                 if let Some(ApplyReply::Diverged { reason }) = ApplyReply::decode(&reply) {
                     return err_response(
@@ -509,8 +521,8 @@ impl Executor {
                 )
             }
             Err(e @ (ProposeError::NotLeader { .. } | ProposeError::ShuttingDown)) => {
-                if let Some(conn) = self.engine.xa.take(&txn.xid) {
-                    let mut c = conn.lock().await;
+                if let Some(p) = self.engine.xa.take(&txn.xid) {
+                    let mut c = p.conn.lock().await;
                     let _ = c.query_drop(&format!("XA ROLLBACK {x}")).await;
                 }
                 err_response(
@@ -581,6 +593,19 @@ impl Executor {
             }
             Role::Read | Role::Session => {
                 let in_txn = s.txn.is_some();
+                // Writes of other sessions acknowledged before this read are visible to it.
+                let floor = self.engine.acknowledged_index();
+                if floor > self.engine.applied_index()
+                    && !self.engine.wait_applied(floor, self.propose_timeout).await
+                {
+                    return err_response(
+                        &cluster_error(format!(
+                            "the leader has not applied log index {floor} within {:?}; try again",
+                            self.propose_timeout
+                        )),
+                        in_txn,
+                    );
+                }
                 let mut c = s.conn.lock().await;
                 if s.clock_pinned {
                     let _ = c.query_drop("SET TIMESTAMP=DEFAULT").await;

@@ -44,6 +44,25 @@ pub fn xa_done_sql(xid: &str) -> String {
     )
 }
 
+/// `flux_meta.state` key of the progress inside a group entry (`EntryBody::Txns`):
+/// `"<index>:<n>"` says the first `n` transactions of the entry at `index` are applied. Only
+/// the entry at that index reads it, so it needs no clearing once the entry is done.
+pub const GROUP_PROGRESS: &str = "group_progress";
+
+/// The statement that records the progress inside a group entry (run inside the engine
+/// transaction of the last transaction it counts).
+pub fn group_progress_sql(index: u64, done: usize) -> String {
+    write_state_sql(GROUP_PROGRESS, &format!("{index}:{done}"))
+}
+
+/// The recorded progress inside a group entry: (entry index, transactions applied).
+pub async fn read_group_progress(b: &mut Backend) -> Result<Option<(u64, usize)>, BackendError> {
+    Ok(read_state(b, GROUP_PROGRESS).await?.and_then(|v| {
+        let (i, n) = v.split_once(':')?;
+        Some((i.parse().ok()?, n.parse().ok()?))
+    }))
+}
+
 /// Reads the recorded position.
 pub async fn read_position(b: &mut Backend) -> Result<Option<LogPosition>, BackendError> {
     let c = run_query(

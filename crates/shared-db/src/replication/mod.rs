@@ -25,6 +25,7 @@ pub mod executor;
 pub mod forward;
 pub mod meta;
 pub mod prepared;
+pub mod proposer;
 pub mod response;
 pub mod router;
 pub mod snapshot;
