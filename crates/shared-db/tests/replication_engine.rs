@@ -414,3 +414,51 @@ async fn group_entries_apply_each_transaction_exactly_once_across_restarts() {
     );
     assert_eq!(sm.last_applied().await.unwrap(), Some(pos(5)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_announced_before_its_xa_commit_and_covered_by_the_acknowledged_index() {
+    use shared_db::protocol::backend::Backend;
+    use shared_db::replication::applier::applier_caps;
+
+    let db = MariaDb::start().unwrap();
+    let sm = Arc::new(ReplicaEngine::open(target(&db), 1).await.unwrap());
+    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
+    apply(&sm, 2, ddl("CREATE TABLE app.t (id INT PRIMARY KEY)")).await;
+    let xid = format!("{}1", sm.xid_prefix());
+    drop(
+        prepare(&db, &xid, "INSERT INTO app.t VALUES (1)")
+            .await
+            .disconnect()
+            .await,
+    );
+    let b = Backend::connect(&target(&db), applier_caps(0), 45, None)
+        .await
+        .unwrap();
+    let announced = sm.xa.register(&xid, Arc::new(tokio::sync::Mutex::new(b)));
+    // Commits wait while a backup blocks them: the XA COMMIT stays in flight.
+    let mut backup = conn(&db).await;
+    backup.query_drop("BACKUP STAGE START").await.unwrap();
+    backup
+        .query_drop("BACKUP STAGE BLOCK_COMMIT")
+        .await
+        .unwrap();
+    let applying = {
+        let sm = Arc::clone(&sm);
+        let entry = txn(&xid, &["INSERT INTO app.t VALUES (1)"]);
+        tokio::spawn(async move { apply(&sm, 3, entry).await })
+    };
+    // The executor hears of the commit (and answers its client) before the XA COMMIT ends …
+    assert_eq!(announced.await.unwrap(), 3);
+    assert_eq!(sm.acknowledged_index(), 3);
+    assert!(sm.applied_index() < 3);
+    // … and reads that wait for the acknowledged index wait for that XA COMMIT.
+    assert!(!sm.wait_applied(3, Duration::from_millis(200)).await);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 0);
+    backup.query_drop("BACKUP STAGE END").await.unwrap();
+    assert!(matches!(
+        applying.await.unwrap(),
+        ApplyReply::Applied { .. }
+    ));
+    assert!(sm.wait_applied(3, Duration::from_secs(10)).await);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 1);
+}
