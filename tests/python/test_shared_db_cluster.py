@@ -183,6 +183,51 @@ def test_multi_statement_writes_run_only_for_clients_that_enabled_them(cluster):
         conn.close()
 
 
+def test_concurrent_commits_share_log_entries_and_syncs(cluster):
+    """Transactions that commit while the leader's log is syncing go out together in one
+    entry (group commit): the leader writes fewer entries, and syncs, than there were
+    commits, and every commit is on every node."""
+    leader = cluster.wait_leader()
+    setup = cluster.connect(leader)
+    rows(setup, "CREATE DATABASE grp")
+    rows(setup, "CREATE TABLE grp.t (id INT AUTO_INCREMENT PRIMARY KEY, w INT NOT NULL)")
+    setup.close()
+    writers, each = 8, 60
+    before = cluster.status(leader)["cluster"]
+    errors = []
+
+    def writer(w):
+        try:
+            conn = cluster.connect(leader)
+            for _ in range(each):
+                rows(conn, "INSERT INTO grp.t (w) VALUES (%s)", (w,))
+            conn.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    after = cluster.status(leader)["cluster"]
+    commits = writers * each
+    entries = after["log_entries_written"] - before["log_entries_written"]
+    syncs = after["log_fsyncs"] - before["log_fsyncs"]
+    assert entries < commits, f"{entries} log entries for {commits} concurrent commits"
+    assert syncs < commits, f"{syncs} log syncs for {commits} concurrent commits"
+
+    def counts():
+        out = []
+        for i in range(cluster.count):
+            conn = cluster.connect(i)
+            out.append(rows(conn, "SELECT COUNT(*), COUNT(DISTINCT id) FROM grp.t")[0])
+            conn.close()
+        return out if all(c == (commits, commits) for c in out) else None
+    wait_for("every commit on every node", counts, 30)
+
+
 def test_kill_on_a_follower_reaches_the_session_running_on_the_leader(cluster):
     """Inside a transaction a follower's session runs on its shadow session on the leader:
     `KILL QUERY` on the follower interrupts the statement there, and `KILL` ends it there."""
