@@ -196,6 +196,9 @@ pub struct ReplicaEngine {
     /// wait instead of being skipped, so none falls between the snapshot and the log.
     resync_gate: tokio::sync::RwLock<()>,
     pub xa: Arc<XaRegistry>,
+    /// DDL entries applied by this process (temporary tables aside): cached schema facts
+    /// (`replication::triggers`) are re-read when it moves.
+    ddl_epoch: AtomicU64,
     /// DDL outcomes on this node, by log index, for comparison with the leader's report.
     snapshot_lock: tokio::sync::Mutex<()>,
 }
@@ -246,6 +249,7 @@ impl ReplicaEngine {
             diverged: Mutex::new(diverged),
             resync_gate: tokio::sync::RwLock::new(()),
             xa: Arc::new(XaRegistry::default()),
+            ddl_epoch: AtomicU64::new(0),
             snapshot_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -266,6 +270,12 @@ impl ReplicaEngine {
     /// The last applied log index (0 when fresh).
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// How many DDL entries (temporary tables aside) this process applied, or snapshots it
+    /// installed.
+    pub fn ddl_epoch(&self) -> u64 {
+        self.ddl_epoch.load(Ordering::Acquire)
     }
 
     /// The index reads on this node must have applied to see every write acknowledged so far
@@ -539,6 +549,9 @@ impl ReplicaEngine {
             .await?;
         let conn = self.session(inner, d.origin, d.client_caps).await?;
         let outcome = run_statement(conn, &d.statement).await?;
+        if !crate::sql::targets::is_temporary_table_ddl(&d.statement.sql) {
+            self.ddl_epoch.fetch_add(1, Ordering::AcqRel);
+        }
         self.record(inner, pos).await?;
         inner
             .ddl_outcomes
@@ -928,6 +941,7 @@ impl StateMachine for ReplicaEngine {
             .map_err(|e| StateMachineError::Engine(e.to_string()))?;
             inner.last = Some(meta_in.last_applied);
             self.applied.send_replace(meta_in.last_applied.index);
+            self.ddl_epoch.fetch_add(1, Ordering::AcqRel);
             Ok(())
         })
     }

@@ -21,6 +21,7 @@ use super::entry::{
 use super::meta;
 use super::proposer::Proposer;
 use super::response::{outcome_packet, patch_status, run_query, run_query_pair, Cell, Collected};
+use super::triggers::TriggerCheck;
 use crate::cluster::contract::{PeerInfo, ProposeError, ReplicatedLog};
 use crate::protocol::backend::{relayable_capabilities, Backend, BackendError, EngineTarget};
 use crate::protocol::errors::SqlError;
@@ -135,6 +136,7 @@ pub struct Executor {
     gate: Arc<RwLock<()>>,
     counter: AtomicU64,
     proposer: Proposer,
+    triggers: TriggerCheck,
     pub propose_timeout: Duration,
 }
 
@@ -187,6 +189,7 @@ impl Executor {
             gate: Arc::new(RwLock::new(())),
             counter: AtomicU64::new(0),
             proposer,
+            triggers: TriggerCheck::default(),
             propose_timeout: Duration::from_secs(10),
         })
     }
@@ -562,6 +565,17 @@ impl Executor {
                 self.ddl(s, req, sql).await
             }
             Role::Write => {
+                let refusal = {
+                    let mut c = s.conn.lock().await;
+                    self.triggers
+                        .refusal(&mut c, self.engine.ddl_epoch(), sql)
+                        .await
+                };
+                match refusal {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => return err_response(&refused(&reason), s.txn.is_some()),
+                    Err(e) => return err_response(&engine_error(&e), s.txn.is_some()),
+                }
                 let autocommit = s.txn.is_none();
                 if autocommit {
                     if let Err(e) = self.begin(s, true).await {

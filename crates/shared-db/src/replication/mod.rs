@@ -30,6 +30,7 @@ pub mod response;
 pub mod router;
 pub mod snapshot;
 pub mod testing;
+pub mod triggers;
 
 use std::path::PathBuf;
 use std::sync::Arc;

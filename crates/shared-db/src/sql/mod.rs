@@ -6,3 +6,4 @@ pub mod determinism;
 mod functions;
 pub(crate) mod lexer;
 mod split;
+pub mod targets;
