@@ -7,7 +7,9 @@ In one run, on this machine:
   TPS at 1 and 8 threads,
   against (a) one MariaDB directly, (b) a 3-node Galera cluster (Debian's galera-4) on
   loopback, (c) a 3-node shared-db cluster started with `shared-db dev-cluster`, through a
-  follower (statements are forwarded to the leader) and through the leader;
+  follower (statements are forwarded to the leader) and through the leader; after each run the
+  script waits until every node has applied everything and prints how long that took (the
+  followers' apply lag the run left behind);
 - failover: a writer inserts continuously through a follower while the leader is SIGKILLed,
   `--kills` times; reported is the time from the kill to the first acknowledged write after it,
   and the check that every acknowledged write is on every node afterwards.
@@ -71,27 +73,37 @@ def histogram_percentile(report, pct):
     return rows[-1][0]
 
 
-def measure(name, port, pw, seconds):
+def measure(name, port, pw, seconds, settle=None):
     """Write figures against one endpoint: INSERT p50/p99 ms and rate @1, INSERT rate @8,
-    write_only TPS @1 and @8."""
+    write_only TPS @1 and @8. `settle()` (a cluster) is called after each run: it waits until
+    every node has applied everything and returns how long that took."""
+    lag = []
+    after = (lambda: lag.append(settle())) if settle else (lambda: None)
     conn = pymysql.connect(host="127.0.0.1", port=port, user="root", password=pw,
                            autocommit=True, connect_timeout=10)
     conn.cursor().execute("CREATE DATABASE IF NOT EXISTS test_db")
     conn.close()
     sysbench("oltp_write_only", port, pw, 4, 0, action="prepare")
     ins = sysbench("oltp_insert", port, pw, 1, seconds, extra=("--histogram=on",))
+    after()
     r = {"p50": histogram_percentile(ins, 50), "p99": histogram_percentile(ins, 99)}
     rate = lambda out: float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", out).group(1))
     r["ins1"] = rate(ins)
     r["ins8"] = rate(sysbench("oltp_insert", port, pw, 8, seconds))
+    after()
     for threads in (1, 8):
         out = sysbench("oltp_write_only", port, pw, threads, seconds)
+        after()
         r[f"wo{threads}"] = float(
             re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", out).group(1))
     sysbench("oltp_write_only", port, pw, 4, 0, action="cleanup")
     print(f"{name:18} insert p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
           f"{r['ins1']:6.0f}/s @1 {r['ins8']:6.0f}/s @8   "
           f"write_only TPS @1 {r['wo1']:6.0f}  @8 {r['wo8']:6.0f}", flush=True)
+    if lag:
+        r["catch_up"] = lag
+        print(f"{'':18} followers caught up {', '.join(f'{t:.1f}' for t in lag)} s after "
+              "the INSERT @1, INSERT @8, write_only @1 and @8 runs", flush=True)
     return r
 
 
@@ -203,12 +215,21 @@ def main():
     try:
         leader = cluster.wait_leader(60)
         follower = (leader + 1) % cluster.count
+
+        def settle():
+            """Seconds until every node has applied as far as the leader."""
+            start = time.monotonic()
+            wait_for("every node applied everything", lambda: len(
+                {cluster.status(i)["cluster"]["applied_index"] for i in range(cluster.count)})
+                == 1, 300)
+            return time.monotonic() - start
+
         results["shared-db (follower)"] = measure("shared-db (follower)",
                                                   cluster.mysql_ports[follower],
-                                                  cluster.password, a.time)
+                                                  cluster.password, a.time, settle)
         results["shared-db (leader)"] = measure("shared-db (leader)",
                                                 cluster.mysql_ports[leader],
-                                                cluster.password, a.time)
+                                                cluster.password, a.time, settle)
         recoveries, acked, missing = failover(cluster, a.kills)
     finally:
         cluster.stop()

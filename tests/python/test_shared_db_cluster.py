@@ -59,6 +59,12 @@ def test_cluster_has_one_leader_and_full_status(cluster):
     peers = cluster.status(leader)["cluster"]["peers"]
     assert len(peers) >= 2 and all(p["lag"] is not None for p in peers), peers
 
+    # Followers report their applied index with every append answer (flow control uses it).
+    def reported():
+        peers = cluster.status(leader)["cluster"]["peers"]
+        return all(p["applied_index"] is not None for p in peers if p["id"] != leader + 1)
+    wait_for("followers' applied index reported to the leader", reported, 10)
+
 
 def test_concurrent_writers_on_every_node_leave_identical_engines(cluster):
     setup = cluster.connect(0)

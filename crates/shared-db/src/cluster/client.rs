@@ -91,6 +91,30 @@ impl PeerClient {
         Ok(bytes)
     }
 
+    /// Like [`PeerClient::call`], also returning the value of the response header `header`.
+    pub async fn call_with_header(
+        &self,
+        addr: &str,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        header: &'static str,
+    ) -> Result<(Bytes, Option<String>), PeerError> {
+        let (status, bytes, value) = self
+            .send(addr, method, path, body, timeout, Some(header))
+            .await?;
+        if !status.is_success() {
+            return Err(PeerError::Status {
+                addr: addr.to_string(),
+                path: path.to_string(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
+            });
+        }
+        Ok((bytes, value))
+    }
+
     /// Like [`PeerClient::call`] but returns any status with its body.
     pub async fn call_raw(
         &self,
@@ -100,6 +124,20 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), PeerError> {
+        self.send(addr, method, path, body, timeout, None)
+            .await
+            .map(|(status, bytes, _)| (status, bytes))
+    }
+
+    async fn send(
+        &self,
+        addr: &str,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        header: Option<&'static str>,
+    ) -> Result<(StatusCode, Bytes, Option<String>), PeerError> {
         let uri = format!("http://{addr}{path}");
         let mut req = Request::builder()
             .method(method.clone())
@@ -128,13 +166,19 @@ impl PeerClient {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             let status = resp.status();
+            let value = header.and_then(|h| {
+                resp.headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
             let bytes = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| unreachable(e.to_string()))?
                 .to_bytes();
-            Ok((status, bytes))
+            Ok((status, bytes, value))
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,

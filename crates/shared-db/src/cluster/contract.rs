@@ -76,6 +76,12 @@ pub trait ReplicatedLog: Send + Sync + 'static {
     fn appends_synced(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// Resolves when followers' appliers are close enough behind for the next entry (flow
+    /// control, bounded; see `cluster::flow`). At once for logs without followers.
+    fn wait_for_followers(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Information about a snapshot written by [`StateMachine::build_snapshot`].

@@ -75,6 +75,9 @@ pub struct PeerProgress {
     pub match_index: Option<u64>,
     /// Entries the peer is behind the leader's log (leader only).
     pub lag: Option<u64>,
+    /// The peer's applied index as its last append answer reported it (leader only; flow
+    /// control waits when an in-sync follower falls too far behind, see `cluster::flow`).
+    pub applied_index: Option<u64>,
 }
 
 /// The cluster part of `/status`.
@@ -136,6 +139,8 @@ pub struct Cluster {
     pub(super) sm: Arc<SmShared>,
     log_stats: Arc<LogStats>,
     appends_synced: tokio::sync::watch::Receiver<u64>,
+    /// Followers' applied indexes as their append answers report them (flow control).
+    followers_applied: Arc<super::flow::FollowerApplied>,
     diverged: AtomicBool,
     /// When this node last accepted entries or a heartbeat from a leader.
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
@@ -175,10 +180,12 @@ impl Cluster {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let client = PeerClient::new(settings.secret.clone(), settings.node_id);
         let signals = Arc::new(super::election::ElectionSignals::default());
+        let followers_applied = Arc::new(super::flow::FollowerApplied::default());
         let network = NetworkFactory {
             client: client.clone(),
             id: settings.node_id,
             signals: Arc::clone(&signals),
+            followers: Arc::clone(&followers_applied),
         };
         let raft = Raft::new(settings.node_id, Arc::new(config), network, log, sm_store)
             .await
@@ -199,6 +206,7 @@ impl Cluster {
             sm: sm_shared,
             log_stats,
             appends_synced,
+            followers_applied,
             diverged: AtomicBool::new(false),
             last_leader_contact: std::sync::Mutex::new(None),
             auth_refused: AtomicU64::new(0),
@@ -444,6 +452,11 @@ impl Cluster {
                     voter: mi.voter,
                     match_index,
                     lag,
+                    applied_index: if mine || m.state != ServerState::Leader {
+                        None
+                    } else {
+                        self.followers_applied.reported(mi.id)
+                    },
                 }
             })
             .collect();
@@ -634,6 +647,26 @@ impl ReplicatedLog for Cluster {
 
     fn appends_synced(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.appends_synced.clone())
+    }
+
+    fn wait_for_followers(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (followers, last) = {
+                let m = self.raft.metrics().borrow().clone();
+                if m.state != ServerState::Leader {
+                    return;
+                }
+                let followers: Vec<NodeId> = m
+                    .membership_config
+                    .voter_ids()
+                    .filter(|id| *id != self.id)
+                    .collect();
+                (followers, m.last_log_index.unwrap_or(0))
+            };
+            if self.followers_applied.wait_for_room(&followers, last).await {
+                tracing::debug!("writes waited for a follower's applier (flow control)");
+            }
+        })
     }
 
     fn ensure_leader(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProposeError>> {

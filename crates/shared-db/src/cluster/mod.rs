@@ -16,6 +16,7 @@ pub mod client;
 pub mod contract;
 pub mod discovery;
 pub mod election;
+pub mod flow;
 pub mod handle;
 pub mod http_get;
 pub mod log_store;

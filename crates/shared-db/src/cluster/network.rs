@@ -18,6 +18,7 @@ use openraft::raft::{
 use super::client::{PeerClient, PeerError};
 use super::contract::NodeId;
 use super::election::ElectionSignals;
+use super::flow::{FollowerApplied, APPLIED_HEADER};
 use super::snapshot::{self, BeginRequest, BeginResponse, FinishRequest, StoredSnapshot};
 use super::types::{Member, Snapshot, TypeConfig, Vote};
 
@@ -36,6 +37,8 @@ pub struct NetworkFactory {
     pub id: NodeId,
     /// Told when a vote was refused by a voter with a longer log.
     pub signals: Arc<ElectionSignals>,
+    /// Told each follower's applied index, as its append answers report it.
+    pub followers: Arc<FollowerApplied>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -48,6 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.internal_addr.clone(),
             signals: Arc::clone(&self.signals),
+            followers: Arc::clone(&self.followers),
         }
     }
 }
@@ -59,6 +63,7 @@ pub struct Network {
     target: NodeId,
     addr: String,
     signals: Arc<ElectionSignals>,
+    followers: Arc<FollowerApplied>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,13 +212,27 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.rpc(
-            RPCTypes::AppendEntries,
-            PATH_APPEND,
-            &rpc,
-            option.hard_ttl(),
-        )
-        .await
+        let timeout = option.hard_ttl();
+        let body =
+            postcard::to_allocvec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let (bytes, applied) = self
+            .client
+            .call_with_header(
+                &self.addr,
+                Method::POST,
+                PATH_APPEND,
+                body,
+                timeout,
+                APPLIED_HEADER,
+            )
+            .await
+            .map_err(|e| self.peer_error(RPCTypes::AppendEntries, timeout, e))?;
+        if let Some(n) = applied.and_then(|v| v.parse().ok()) {
+            self.followers.note(self.target, n);
+        }
+        let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn vote(

@@ -136,7 +136,11 @@ async fn append(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     if matches!(&resp, Ok(r) if r.is_success()) {
         c.note_leader_contact();
     }
-    postcard_response(&resp)
+    let mut answer = postcard_response(&resp);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&c.applied_index().to_string()) {
+        answer.headers_mut().insert(super::flow::APPLIED_HEADER, v);
+    }
+    answer
 }
 
 async fn vote(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {

@@ -73,6 +73,7 @@ async fn run(log: Arc<dyn ReplicatedLog>, mut rx: mpsc::UnboundedReceiver<Waitin
     let mut synced: Option<watch::Receiver<u64>> = log.appends_synced();
     let mut carried: Option<Waiting> = None;
     loop {
+        // Flow control first: what arrives while followers catch up joins this entry.
         let first = match carried.take() {
             Some(w) => w,
             None => match rx.recv().await {
@@ -80,6 +81,7 @@ async fn run(log: Arc<dyn ReplicatedLog>, mut rx: mpsc::UnboundedReceiver<Waitin
                 None => return,
             },
         };
+        log.wait_for_followers().await;
         let mut bytes = first.bytes;
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
