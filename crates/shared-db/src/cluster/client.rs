@@ -79,16 +79,9 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
-        let (status, bytes) = self.call_raw(addr, method, path, body, timeout).await?;
-        if !status.is_success() {
-            return Err(PeerError::Status {
-                addr: addr.to_string(),
-                path: path.to_string(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
-            });
-        }
-        Ok(bytes)
+        self.call_checked(addr, method, path, body, timeout, None)
+            .await
+            .map(|(bytes, _)| bytes)
     }
 
     /// Like [`PeerClient::call`], also returning the value of the response header `header`.
@@ -101,9 +94,20 @@ impl PeerClient {
         timeout: Duration,
         header: &'static str,
     ) -> Result<(Bytes, Option<String>), PeerError> {
-        let (status, bytes, value) = self
-            .send(addr, method, path, body, timeout, Some(header))
-            .await?;
+        self.call_checked(addr, method, path, body, timeout, Some(header))
+            .await
+    }
+
+    async fn call_checked(
+        &self,
+        addr: &str,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        header: Option<&'static str>,
+    ) -> Result<(Bytes, Option<String>), PeerError> {
+        let (status, bytes, value) = self.send(addr, method, path, body, timeout, header).await?;
         if !status.is_success() {
             return Err(PeerError::Status {
                 addr: addr.to_string(),
