@@ -96,6 +96,33 @@ async fn prepare(db: &MariaDb, xid: &str, sql: &str) -> Conn {
     c
 }
 
+/// Prepares an XA transaction as the leader's executor does, on an engine connection of the
+/// kind the executor registers (which then commits it when the entry is applied).
+async fn prepare_on_backend(
+    db: &MariaDb,
+    xid: &str,
+    sql: &str,
+) -> shared_db::protocol::backend::Backend {
+    let mut b = shared_db::protocol::backend::Backend::connect(
+        &target(db),
+        shared_db::replication::applier::applier_caps(0),
+        45,
+        None,
+    )
+    .await
+    .unwrap();
+    for q in [
+        format!("XA START '{xid}'"),
+        sql.to_string(),
+        format!("INSERT INTO flux_meta.xa_done (xid) VALUES ('{xid}')"),
+        format!("XA END '{xid}'"),
+        format!("XA PREPARE '{xid}'"),
+    ] {
+        b.query_drop(&q).await.unwrap();
+    }
+    b
+}
+
 async fn sum(c: &mut Conn) -> Vec<(String, Option<i64>)> {
     c.query("CHECKSUM TABLE app.t").await.unwrap()
 }
@@ -316,9 +343,6 @@ fn group(txns: &[(&str, u64, &str)]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_entries_apply_each_transaction_exactly_once_across_restarts() {
-    use shared_db::protocol::backend::Backend;
-    use shared_db::replication::applier::applier_caps;
-
     let db = MariaDb::start().unwrap();
     let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
     apply(&sm, 1, ddl("CREATE DATABASE app")).await;
@@ -370,13 +394,7 @@ async fn group_entries_apply_each_transaction_exactly_once_across_restarts() {
     let prefix = sm.xid_prefix().to_string();
     let xids: Vec<String> = (7..10).map(|n| format!("{prefix}{n}")).collect();
     for (n, xid) in (7..10).zip(&xids) {
-        let c = prepare(&db, xid, &format!("INSERT INTO app.t VALUES ({n})")).await;
-        drop(c.disconnect().await);
-        // The executor keeps its preparing connection; a fresh one joins the same prepared
-        // transaction by xid for the commit.
-        let b = Backend::connect(&target(&db), applier_caps(0), 45, None)
-            .await
-            .unwrap();
+        let b = prepare_on_backend(&db, xid, &format!("INSERT INTO app.t VALUES ({n})")).await;
         sm.xa.register(xid, Arc::new(tokio::sync::Mutex::new(b)));
     }
     let own = LogEntry::new(EntryBody::Txns {
@@ -417,23 +435,12 @@ async fn group_entries_apply_each_transaction_exactly_once_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_announced_before_its_xa_commit_and_covered_by_the_acknowledged_index() {
-    use shared_db::protocol::backend::Backend;
-    use shared_db::replication::applier::applier_caps;
-
     let db = MariaDb::start().unwrap();
     let sm = Arc::new(ReplicaEngine::open(target(&db), 1).await.unwrap());
     apply(&sm, 1, ddl("CREATE DATABASE app")).await;
     apply(&sm, 2, ddl("CREATE TABLE app.t (id INT PRIMARY KEY)")).await;
     let xid = format!("{}1", sm.xid_prefix());
-    drop(
-        prepare(&db, &xid, "INSERT INTO app.t VALUES (1)")
-            .await
-            .disconnect()
-            .await,
-    );
-    let b = Backend::connect(&target(&db), applier_caps(0), 45, None)
-        .await
-        .unwrap();
+    let b = prepare_on_backend(&db, &xid, "INSERT INTO app.t VALUES (1)").await;
     let announced = sm.xa.register(&xid, Arc::new(tokio::sync::Mutex::new(b)));
     // Commits wait while a backup blocks them: the XA COMMIT stays in flight.
     let mut backup = conn(&db).await;
