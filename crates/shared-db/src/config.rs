@@ -153,6 +153,10 @@ pub struct ServeArgs {
     /// (default: it waits for `shared-db cluster resync`).
     #[arg(long, env = "AUTO_RESYNC")]
     pub auto_resync: Option<bool>,
+    /// The leader sends new entries to followers while its own log sync runs (default true;
+    /// `false` replicates only after it, as openraft alone does).
+    #[arg(long, env = "RAFT_EARLY_REPLICATION")]
+    pub raft_early_replication: Option<bool>,
 }
 
 /// The config file: the same keys as the long flags.
@@ -198,6 +202,7 @@ struct FileConfig {
     snapshot_logs: Option<u64>,
     raft_keep_logs: Option<u64>,
     auto_resync: Option<bool>,
+    raft_early_replication: Option<bool>,
     replication: Option<String>,
 }
 
@@ -278,6 +283,7 @@ pub struct ClusterConfig {
     pub snapshot_logs: u64,
     pub keep_logs: u64,
     pub auto_resync: bool,
+    pub early_replication: bool,
 }
 
 impl ClusterConfig {
@@ -400,6 +406,7 @@ impl ServeArgs {
                 snapshot_logs: self.snapshot_logs.or(f.snapshot_logs),
                 keep_logs: self.raft_keep_logs.or(f.raft_keep_logs),
                 auto_resync: self.auto_resync.or(f.auto_resync),
+                early_replication: self.raft_early_replication.or(f.raft_early_replication),
             },
             api_port,
         )?;
@@ -516,6 +523,7 @@ struct ClusterArgs {
     snapshot_logs: Option<u64>,
     keep_logs: Option<u64>,
     auto_resync: Option<bool>,
+    early_replication: Option<bool>,
 }
 
 fn resolve_cluster(a: ClusterArgs, api_port: u16) -> Result<ClusterConfig, ConfigError> {
@@ -557,6 +565,7 @@ fn resolve_cluster(a: ClusterArgs, api_port: u16) -> Result<ClusterConfig, Confi
         snapshot_logs: a.snapshot_logs.unwrap_or(10_000).max(1),
         keep_logs: a.keep_logs.unwrap_or(1_000),
         auto_resync: a.auto_resync.unwrap_or(false),
+        early_replication: a.early_replication.unwrap_or(true),
     };
     if cfg.node_id == Some(0) {
         return Err(invalid("NODE_ID", "node ids start at 1".into()));

@@ -560,6 +560,7 @@ fn cluster_settings(
         snapshot_logs: c.snapshot_logs,
         keep_logs: c.keep_logs,
         auto_resync: c.auto_resync,
+        early_replication: c.early_replication,
     })
 }
 

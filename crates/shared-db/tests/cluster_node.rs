@@ -121,6 +121,7 @@ fn settings(dir: &Path, snapshot_logs: u64) -> ClusterSettings {
         snapshot_logs,
         keep_logs: 2,
         auto_resync: false,
+        early_replication: true,
     }
 }
 

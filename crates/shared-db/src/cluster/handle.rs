@@ -98,6 +98,10 @@ pub struct ClusterStatus {
     pub fatal: Option<String>,
     pub log_fsyncs: u64,
     pub log_entries_written: u64,
+    /// Append requests this node sent as leader ahead of its own log sync.
+    pub early_appends_sent: u64,
+    /// openraft's append requests answered from an early one instead of being sent again.
+    pub early_appends_answered: u64,
     pub auth_refused: u64,
 }
 
@@ -138,6 +142,7 @@ pub struct Cluster {
     pub(super) verifier: Option<Arc<Verifier>>,
     pub(super) sm: Arc<SmShared>,
     log_stats: Arc<LogStats>,
+    early: Arc<super::early::EarlyReplication>,
     appends_synced: tokio::sync::watch::Receiver<u64>,
     /// Followers' applied indexes as their append answers report them (flow control).
     followers_applied: Arc<super::flow::FollowerApplied>,
@@ -181,15 +186,25 @@ impl Cluster {
         let client = PeerClient::new(settings.secret.clone(), settings.node_id);
         let signals = Arc::new(super::election::ElectionSignals::default());
         let followers_applied = Arc::new(super::flow::FollowerApplied::default());
+        let early = Arc::new(super::early::EarlyReplication::new(
+            client.clone(),
+            Arc::clone(&followers_applied),
+        ));
+        if settings.early_replication {
+            let e = Arc::clone(&early);
+            log.on_append(Box::new(move |prev, entries| e.offer(prev, entries)));
+        }
         let network = NetworkFactory {
             client: client.clone(),
             id: settings.node_id,
             signals: Arc::clone(&signals),
             followers: Arc::clone(&followers_applied),
+            early: Arc::clone(&early),
         };
         let raft = Raft::new(settings.node_id, Arc::new(config), network, log, sm_store)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        early.set_metrics(raft.metrics());
         let me = Member {
             internal_addr: settings.internal_addr.clone(),
             mysql_addr: settings.mysql_addr.clone(),
@@ -205,6 +220,7 @@ impl Cluster {
             client,
             sm: sm_shared,
             log_stats,
+            early,
             appends_synced,
             followers_applied,
             diverged: AtomicBool::new(false),
@@ -475,6 +491,8 @@ impl Cluster {
             fatal: self.fatal(),
             log_fsyncs: self.log_stats.commits.load(Ordering::Relaxed),
             log_entries_written: self.log_stats.entries.load(Ordering::Relaxed),
+            early_appends_sent: self.early.sent(),
+            early_appends_answered: self.early.answered_early(),
             auth_refused: self.auth_refused.load(Ordering::Relaxed),
         }
     }

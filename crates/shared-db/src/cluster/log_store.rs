@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
@@ -85,7 +85,14 @@ struct Shared {
     /// Counts the writer's rounds that carried appends (each ends with their sync, or with
     /// its failure reported to openraft).
     appends_synced: tokio::sync::watch::Sender<u64>,
+    /// Told of every append as it is handed to the writer (see [`LogStore::on_append`]).
+    on_append: OnceLock<AppendHook>,
+    /// The last entry appended, while no truncation has happened since.
+    last_appended: Mutex<Option<LogId>>,
 }
+
+/// Called with the entry before an append (`None` before the first) and the appended entries.
+pub type AppendHook = Box<dyn Fn(Option<LogId>, Vec<Entry>) + Send + Sync>;
 
 /// The log store; clones share one database and writer.
 #[derive(Clone)]
@@ -145,6 +152,8 @@ impl LogStore {
             seq: AtomicU64::new(0),
             stats: Arc::new(LogStats::default()),
             appends_synced: tokio::sync::watch::Sender::new(0),
+            on_append: OnceLock::new(),
+            last_appended: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -163,6 +172,35 @@ impl LogStore {
     /// arriving meanwhile into one entry waits on this between entries.
     pub fn appends_synced(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.appends_synced.subscribe()
+    }
+
+    /// Has `hook` told of every append from now on, as soon as it is handed to the writer and
+    /// before it is durable (early replication, see [`super::early`]).
+    pub fn on_append(&self, hook: AppendHook) {
+        let _ = self.shared.on_append.set(hook);
+    }
+
+    /// The id of the entry at `index`, if the log (or its purge point) still knows it.
+    fn log_id_at(&self, index: u64) -> Option<LogId> {
+        if let Some(l) = *self
+            .shared
+            .last_appended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            if l.index == index {
+                return Some(l);
+            }
+        }
+        if let Ok(found) = self.read_range(index, Some(index + 1)) {
+            if let Some(e) = found.first().filter(|e| e.log_id.index == index) {
+                return Some(e.log_id);
+            }
+        }
+        self.last_purged()
+            .ok()
+            .flatten()
+            .filter(|l| l.index == index)
     }
 
     fn send(&self, op: Op) -> Result<(), String> {
@@ -476,26 +514,51 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = Vec::new();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return self
+                .send(Op::Append {
+                    entries: Vec::new(),
+                    callback,
+                })
+                .map_err(io_write);
+        };
+        let (first, last) = (first.log_id.index, last.log_id);
+        // The entry before these, for the hook: `None` when it is not known.
+        let prev = match (self.shared.on_append.get(), first) {
+            (None, _) => None,
+            (Some(_), 0) => Some(None),
+            (Some(_), i) => self.log_id_at(i - 1).map(Some),
+        };
+        let mut batch = Vec::with_capacity(entries.len());
         {
             let mut pending = self
                 .shared
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            for entry in entries {
-                let bytes = postcard::to_allocvec(&entry).map_err(io_write)?;
+            for entry in &entries {
+                let bytes = postcard::to_allocvec(entry).map_err(io_write)?;
                 let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
                 let index = entry.log_id.index;
-                pending.insert(index, (seq, entry));
+                pending.insert(index, (seq, entry.clone()));
                 batch.push((index, seq, bytes));
             }
         }
+        *self
+            .shared
+            .last_appended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(last);
         self.send(Op::Append {
             entries: batch,
             callback,
         })
-        .map_err(io_write)
+        .map_err(io_write)?;
+        if let (Some(hook), Some(prev)) = (self.shared.on_append.get(), prev) {
+            hook(prev, entries);
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -507,6 +570,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unwrap_or_else(|p| p.into_inner());
             let _ = pending.split_off(&log_id.index);
         }
+        *self
+            .shared
+            .last_appended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         let from = log_id.index;
         self.send_wait(|done| Op::Truncate { from, done })
             .await

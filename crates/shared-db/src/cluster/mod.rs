@@ -4,6 +4,7 @@
 //! - [`handle`]: [`Cluster`], one node's raft as the rest of shared-db uses it.
 //! - [`types`]: openraft's type configuration.
 //! - [`log_store`]: the durable log and vote (redb, group commit).
+//! - [`early`]: the leader sends new entries to followers while its own sync runs.
 //! - [`sm`]: openraft's state machine side, driving a [`contract::StateMachine`].
 //! - [`network`], [`server`], [`client`], [`auth`]: the internal HTTP API and its HMAC
 //!   authentication.
@@ -15,6 +16,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod contract;
 pub mod discovery;
+pub mod early;
 pub mod election;
 pub mod flow;
 pub mod handle;

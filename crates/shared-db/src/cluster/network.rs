@@ -17,6 +17,7 @@ use openraft::raft::{
 
 use super::client::{PeerClient, PeerError};
 use super::contract::NodeId;
+use super::early::EarlyReplication;
 use super::election::ElectionSignals;
 use super::flow::{FollowerApplied, APPLIED_HEADER};
 use super::snapshot::{self, BeginRequest, BeginResponse, FinishRequest, StoredSnapshot};
@@ -39,12 +40,15 @@ pub struct NetworkFactory {
     pub signals: Arc<ElectionSignals>,
     /// Told each follower's applied index, as its append answers report it.
     pub followers: Arc<FollowerApplied>,
+    /// Sends new entries ahead of openraft and answers for them.
+    pub early: Arc<EarlyReplication>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Network {
+        self.early.register(target, &node.internal_addr);
         Network {
             client: self.client.clone(),
             id: self.id,
@@ -52,6 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.internal_addr.clone(),
             signals: Arc::clone(&self.signals),
             followers: Arc::clone(&self.followers),
+            early: Arc::clone(&self.early),
         }
     }
 }
@@ -64,6 +69,7 @@ pub struct Network {
     addr: String,
     signals: Arc<ElectionSignals>,
     followers: Arc<FollowerApplied>,
+    early: Arc<EarlyReplication>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,13 +212,12 @@ pub fn encode_query(s: &str) -> String {
     out
 }
 
-impl RaftNetwork<TypeConfig> for Network {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+impl Network {
+    async fn post_append(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        let timeout = option.hard_ttl();
         let body =
             postcard::to_allocvec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let (bytes, applied) = self
@@ -233,6 +238,25 @@ impl RaftNetwork<TypeConfig> for Network {
         let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
             postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let timeout = option.hard_ttl();
+        self.early.note_commit(rpc.leader_commit);
+        if let Some(answer) = self.early.covered(self.target, &rpc, timeout / 2).await {
+            return Ok(answer);
+        }
+        let sent = std::time::Instant::now();
+        let res = self.post_append(&rpc, timeout).await;
+        let success = matches!(res, Ok(AppendEntriesResponse::Success));
+        self.early.answered(self.target, &rpc, sent, success);
+        res
     }
 
     async fn vote(

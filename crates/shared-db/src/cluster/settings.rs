@@ -41,6 +41,8 @@ pub struct ClusterSettings {
     pub keep_logs: u64,
     /// Re-sync from the leader's snapshot by itself once diverged.
     pub auto_resync: bool,
+    /// Send new entries to followers while the leader's own sync runs (see [`super::early`]).
+    pub early_replication: bool,
 }
 
 impl ClusterSettings {
