@@ -167,13 +167,14 @@ impl EarlyReplication {
     }
 
     /// The log store has been handed `entries`, which follow `prev`. If this node leads in
-    /// their term, they go to every follower known to hold the log up to `prev`.
+    /// their term, they go to every member known to hold the log up to `prev` (never to a node
+    /// removed from the membership, which openraft no longer replicates to).
     pub fn offer(&self, prev: Option<LogId>, entries: Vec<Entry>) {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return;
         };
         let last = last.log_id;
-        let vote = {
+        let (vote, members) = {
             let Some(metrics) = self.metrics.get() else {
                 return;
             };
@@ -184,11 +185,20 @@ impl EarlyReplication {
             {
                 return;
             }
-            m.vote
+            let members: Vec<NodeId> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect();
+            (m.vote, members)
         };
         let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         let mut chained = Vec::new();
-        for t in targets.values() {
+        for (id, t) in targets.iter() {
+            if !members.contains(id) {
+                continue;
+            }
             let mut breaks = None;
             t.progress.send_if_modified(|p| {
                 if p.vote == Some(vote) && p.queued == prev {
@@ -434,13 +444,19 @@ mod tests {
         }
     }
 
-    /// Node 1, leading in `TERM` (or a follower), with follower 2 whose offers the test takes.
+    /// Node 1, leading in `TERM` (or a follower) of members 1 and 2, with follower 2 whose
+    /// offers the test takes.
     fn early(leading: bool) -> (EarlyReplication, mpsc::UnboundedReceiver<Offer>) {
         let e = EarlyReplication::new(
             PeerClient::new(None, 1),
             Arc::new(FollowerApplied::default()),
         );
         let mut m = RaftMetrics::new_initial(1);
+        let members: std::collections::BTreeSet<NodeId> = [1, 2].into();
+        m.membership_config = Arc::new(openraft::StoredMembership::new(
+            Some(log_id(1)),
+            openraft::Membership::new(vec![members], None),
+        ));
         if leading {
             m.state = ServerState::Leader;
             m.vote = vote();
@@ -470,6 +486,17 @@ mod tests {
         assert_eq!(b.prev, Some(log_id(6)));
         assert_eq!(b.entries.len(), 2);
         assert_eq!(b.vote, vote());
+    }
+
+    #[tokio::test]
+    async fn a_node_removed_from_the_membership_gets_nothing_early() {
+        let (e, mut offers) = early(true);
+        let mut removed = e.add_target(3, "127.0.0.1:1").expect("new target");
+        e.answered(2, &rpc(5, &[]), Instant::now(), true);
+        e.answered(3, &rpc(5, &[]), Instant::now(), true);
+        e.offer(Some(log_id(5)), vec![entry(6)]);
+        assert!(offers.try_recv().is_ok());
+        assert!(removed.try_recv().is_err());
     }
 
     #[tokio::test]
