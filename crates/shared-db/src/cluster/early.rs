@@ -275,7 +275,8 @@ impl EarlyReplication {
         }
     }
 
-    /// openraft's own request `rpc`, sent at `sent`, got `resp` from `target`.
+    /// openraft's own request `rpc` to `target`, sent at `sent`, succeeded or not (refused,
+    /// failed, timed out).
     pub fn answered(
         &self,
         target: NodeId,
