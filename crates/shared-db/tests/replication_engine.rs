@@ -250,18 +250,51 @@ async fn recovery_is_decided_from_the_log_and_xa_recover() {
         .await
         .unwrap();
     assert_eq!(idx, Some(6));
-    // An outcome that differs from the leader's marks the node diverged, persistently.
+    // A transaction of several statements commits whole.
     let r = apply(
         &sm,
         7,
         txn(
             "sdb-2-0000bbbb-2",
-            &["UPDATE app.t SET id = id WHERE id = 99"],
+            &[
+                "INSERT INTO app.t VALUES (7)",
+                "UPDATE app.t SET id = 8 WHERE id = 7",
+            ],
+        ),
+    )
+    .await;
+    assert!(matches!(r, ApplyReply::Applied { .. }), "{r:?}");
+    let ids: Vec<u64> = c
+        .query("SELECT id FROM app.t WHERE id >= 6 ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![6, 8]);
+    // An outcome that differs from the leader's marks the node diverged, persistently, and
+    // nothing of that transaction stays: not its first statement, not its position.
+    let r = apply(
+        &sm,
+        8,
+        txn(
+            "sdb-2-0000bbbb-3",
+            &[
+                "INSERT INTO app.t VALUES (9)",
+                "UPDATE app.t SET id = id WHERE id = 99",
+            ],
         ),
     )
     .await;
     assert!(matches!(r, ApplyReply::Diverged { .. }), "{r:?}");
     assert!(sm.diverged().is_some());
+    let nine: Option<u64> = c
+        .query_first("SELECT id FROM app.t WHERE id = 9")
+        .await
+        .unwrap();
+    assert_eq!(nine, None, "the diverging transaction was rolled back");
+    let idx: Option<u64> = c
+        .query_first("SELECT log_index FROM flux_meta.position")
+        .await
+        .unwrap();
+    assert_eq!(idx, Some(7));
     drop(sm);
     let sm = ReplicaEngine::open(target(&db), 1).await.unwrap();
     assert!(
@@ -269,7 +302,7 @@ async fn recovery_is_decided_from_the_log_and_xa_recover() {
         "the diverged flag survives a restart"
     );
     assert!(matches!(
-        apply(&sm, 8, ddl("CREATE DATABASE other")).await,
+        apply(&sm, 9, ddl("CREATE DATABASE other")).await,
         ApplyReply::Diverged { .. }
     ));
 }
