@@ -189,6 +189,18 @@ def test_multi_statement_writes_run_only_for_clients_that_enabled_them(cluster):
         conn.close()
 
 
+def wait_same_everywhere(cluster, sql, want, timeout=30):
+    """Waits until the one-row query `sql` answers `want` on every node."""
+    def answers():
+        out = []
+        for i in range(cluster.count):
+            conn = cluster.connect(i)
+            out.append(tuple(int(x) for x in rows(conn, sql)[0]))
+            conn.close()
+        return out if all(r == tuple(want) for r in out) else None
+    wait_for(f"{sql} = {want} on every node", answers, timeout)
+
+
 def test_concurrent_commits_share_log_entries_and_syncs(cluster):
     """Transactions that commit while the leader's log is syncing go out together in one
     entry (group commit): the leader writes fewer entries, and syncs, than there were
@@ -224,14 +236,8 @@ def test_concurrent_commits_share_log_entries_and_syncs(cluster):
     assert entries < commits, f"{entries} log entries for {commits} concurrent commits"
     assert syncs < commits, f"{syncs} log syncs for {commits} concurrent commits"
 
-    def counts():
-        out = []
-        for i in range(cluster.count):
-            conn = cluster.connect(i)
-            out.append(rows(conn, "SELECT COUNT(*), COUNT(DISTINCT id) FROM grp.t")[0])
-            conn.close()
-        return out if all(c == (commits, commits) for c in out) else None
-    wait_for("every commit on every node", counts, 30)
+    wait_same_everywhere(cluster, "SELECT COUNT(*), COUNT(DISTINCT id) FROM grp.t",
+                         (commits, commits))
 
 
 def test_followers_receive_entries_while_the_leader_syncs_them(cluster):
@@ -257,15 +263,8 @@ def test_followers_receive_entries_while_the_leader_syncs_them(cluster):
     assert sent >= entries * followers // 2, f"{sent} early requests for {entries} entries"
     assert answered >= entries * followers // 2, f"{answered} of {entries * followers} answered"
 
-    def converged():
-        out = []
-        for i in range(cluster.count):
-            c = cluster.connect(i)
-            out.append(rows(c, "SELECT COUNT(*), SUM(v) FROM early.t")[0])
-            c.close()
-        want = (writes, sum(range(writes)))
-        return out if all(tuple(int(x) for x in r) == want for r in out) else None
-    wait_for("every write on every node", converged, 30)
+    wait_same_everywhere(cluster, "SELECT COUNT(*), SUM(v) FROM early.t",
+                         (writes, sum(range(writes))))
 
 
 def test_writes_firing_a_trigger_that_inserts_into_an_auto_increment_table_are_refused(cluster):

@@ -508,22 +508,36 @@ mod tests {
         assert!(offers.try_recv().is_err());
     }
 
-    #[tokio::test]
-    async fn openrafts_request_waits_for_the_early_answer_and_takes_it() {
+    /// Follower 2 in step up to 5, entry 6 sent early, openraft's request for 6 waiting on it
+    /// while the early request ends as `success` says: what that request gets.
+    async fn early_answer_to_openraft(
+        success: bool,
+    ) -> (
+        EarlyReplication,
+        mpsc::UnboundedReceiver<Offer>,
+        Option<AppendEntriesResponse<NodeId>>,
+    ) {
         let (e, mut offers) = early(true);
         e.answered(2, &rpc(5, &[]), Instant::now(), true);
         e.offer(Some(log_id(5)), vec![entry(6)]);
         let offer = offers.try_recv().expect("offer");
         let progress = e.progress(2).expect("target");
         let real = rpc(5, &[6]);
-        let waiting = e.covered(2, &real, Duration::from_secs(5));
-        tokio::pin!(waiting);
-        assert!(futures_util::poll!(&mut waiting).is_pending());
-        record_early(&progress, &offer, log_id(6), Instant::now(), true);
-        assert!(matches!(
-            waiting.await,
-            Some(AppendEntriesResponse::Success)
-        ));
+        let answer = {
+            let waiting = e.covered(2, &real, Duration::from_secs(5));
+            tokio::pin!(waiting);
+            assert!(futures_util::poll!(&mut waiting).is_pending());
+            record_early(&progress, &offer, log_id(6), Instant::now(), success);
+            waiting.await
+        };
+        (e, offers, answer)
+    }
+
+    #[tokio::test]
+    async fn openrafts_request_waits_for_the_early_answer_and_takes_it() {
+        let (e, _offers, answer) = early_answer_to_openraft(true).await;
+        assert!(matches!(answer, Some(AppendEntriesResponse::Success)));
+        let real = rpc(5, &[6]);
         assert_eq!(e.answered_early(), 1);
         // Later requests for what it holds are answered at once; others go out.
         assert!(e.covered(2, &real, Duration::ZERO).await.is_some());
@@ -538,22 +552,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_early_request_sends_openrafts_own_and_stops_the_chain() {
-        let (e, mut offers) = early(true);
-        e.answered(2, &rpc(5, &[]), Instant::now(), true);
-        e.offer(Some(log_id(5)), vec![entry(6)]);
-        let offer = offers.try_recv().expect("offer");
-        let progress = e.progress(2).expect("target");
-        let real = rpc(5, &[6]);
-        let waiting = e.covered(2, &real, Duration::from_secs(5));
-        tokio::pin!(waiting);
-        assert!(futures_util::poll!(&mut waiting).is_pending());
-        record_early(&progress, &offer, log_id(6), Instant::now(), false);
-        assert!(waiting.await.is_none());
+        let (e, mut offers, answer) = early_answer_to_openraft(false).await;
+        assert!(answer.is_none());
         // The next entries do not chain on the failed ones.
         e.offer(Some(log_id(6)), vec![entry(7)]);
         assert!(offers.try_recv().is_err());
         // openraft's own success puts the follower back in step.
-        e.answered(2, &real, Instant::now(), true);
+        e.answered(2, &rpc(5, &[6]), Instant::now(), true);
         e.offer(Some(log_id(6)), vec![entry(7)]);
         assert!(offers.try_recv().is_ok());
     }
