@@ -261,8 +261,10 @@ async fn wait_ready(
         for (id, child) in children.iter_mut() {
             if let Some(c) = child {
                 if let Ok(Some(status)) = c.try_wait() {
+                    let log = nodes.iter().find(|n| n.id == *id).map(|n| &n.log);
+                    let tail = log.map(|l| crate::engine::log_tail(l)).unwrap_or_default();
                     return Err(format!(
-                        "node {id} exited during start ({status}); see its log"
+                        "node {id} exited during start ({status}); last lines of its log:\n{tail}"
                     ));
                 }
             }

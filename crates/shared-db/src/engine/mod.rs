@@ -14,5 +14,6 @@ mod stale;
 
 pub use admin::{ensure_database, quote_identifier};
 pub use error::EngineError;
+pub(crate) use launch::log_tail;
 pub use layout::EnginePaths;
 pub use managed::{EngineState, ManagedEngine, ManagedEngineConfig};
