@@ -145,9 +145,14 @@ fn agreed_leader(c: &DevCluster, nodes: &[u64]) -> Option<u64> {
 }
 
 fn kill(pid: u32) {
-    // SAFETY: kill(2) with a pid read from nodes.json (a node of this test's cluster).
+    signal(pid, libc::SIGKILL);
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with the pid of a node of this test's cluster (from nodes.json or its
+    // own /status).
     unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        libc::kill(pid as libc::pid_t, sig);
     }
 }
 
@@ -409,6 +414,9 @@ async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
         status(c.node(leader).ui_port).and_then(|s| s["cluster"]["purged_index"].as_u64())
     });
     println!("leader compacted its log up to {purged}");
+    let term = |ui: u16| status(ui).and_then(|s| s["cluster"]["term"].as_u64());
+    let leader_ui = c.node(leader).ui_port;
+    let term_before = term(leader_ui);
     c.restart(down);
     wait_recorded(&c, down, &expected).await;
     let s = poll("the restarted node's status", WAIT, || {
@@ -418,6 +426,36 @@ async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
         s["cluster"]["snapshot_index"].as_u64().is_some(),
         "node {down} did not install a snapshot: {s}"
     );
+    // Receiving and installing the snapshot is contact with the leader: the node does not
+    // campaign meanwhile, and the leader keeps its term.
+    assert_eq!(
+        term(leader_ui),
+        term_before,
+        "the leader changed while node {down} caught up from a snapshot:\n{}",
+        tail(&c.node(down).log, 30)
+    );
+
+    // A follower paused for longer than the election timeout comes back without unseating the
+    // leader: the others tell it they hear the leader (pre-vote), so it does not campaign.
+    let pid = s["node"]["pid"].as_u64().unwrap() as u32;
+    signal(pid, libc::SIGSTOP);
+    let paused = Instant::now();
+    let p = "while-paused".to_string();
+    propose(&c, leader, &p).await.unwrap();
+    expected.push(p);
+    // The fault itself: 1.5 s without the node (election timeouts are 0.5-0.9 s).
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(paused.elapsed())).await;
+    signal(pid, libc::SIGCONT);
+    wait_recorded(&c, down, &expected).await;
+    assert_eq!(
+        term(leader_ui),
+        term_before,
+        "the leader changed after node {down} was paused:\n{}",
+        tail(&c.node(down).log, 30)
+    );
+    let p = "after-pause".to_string();
+    propose(&c, leader, &p).await.unwrap();
+    expected.push(p);
     println!("node {down} caught up from a snapshot");
 
     // A fourth node: learner, caught up (from the compacted log: a snapshot), then voter.
@@ -534,7 +572,15 @@ async fn three_nodes_replicate_fail_over_catch_up_and_grow() {
         .collect();
     assert_eq!(ids.len(), 3, "{s}");
     assert!(!ids.contains(&4));
-    propose(&c, leader, "after-removal").await.unwrap();
+    if let Err(e) = propose(&c, leader, "after-removal").await {
+        let logs: String = c
+            .file
+            .nodes
+            .iter()
+            .map(|n| format!("=== node {}\n{}\n", n.id, tail(&n.log, 40)))
+            .collect();
+        panic!("write after removing node 4: {e}\n{logs}");
+    }
 
     // The secret never appears in any log.
     let logs = c.all_logs() + &std::fs::read_to_string(&log4).unwrap();

@@ -5,7 +5,9 @@
 //! a voter that has heard neither a leader nor a vote change for a timeout drawn afresh from
 //! the configured range every time campaigns, checked every 10 ms. A voter whose last campaign
 //! was refused by one with a longer log waits twice the range's maximum more, so the voters that
-//! can win campaign first (openraft's own rule, kept).
+//! can win campaign first (openraft's own rule, kept). Before campaigning it asks the others
+//! whether they would vote for it ([`super::prevote`]) and campaigns only if a majority would,
+//! so a node that merely missed the leader for a while does not unseat it.
 
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -112,10 +114,21 @@ pub(super) async fn run(
             timeout
         };
         if now.duration_since(quiet_since) >= due {
-            tracing::debug!(
-                silent_ms = now.duration_since(quiet_since).as_millis() as u64,
-                "no leader heard: campaigning"
-            );
+            let silent_ms = now.duration_since(quiet_since).as_millis() as u64;
+            if !alone {
+                let asked = super::prevote::ask(&c, super::prevote::round_timeout(min)).await;
+                if asked.greater_log {
+                    signals.note_greater_log();
+                }
+                if !asked.majority {
+                    tracing::debug!(silent_ms, "no leader heard, but no majority would vote for this node: not campaigning");
+                    campaigned = Some(now);
+                    quiet_since = Instant::now();
+                    timeout = draw(min, max);
+                    continue;
+                }
+            }
+            tracing::debug!(silent_ms, "no leader heard: campaigning");
             if c.campaign().await.is_err() {
                 return;
             }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -22,7 +24,7 @@ use super::log_store::{LogStats, LogStore};
 use super::network::NetworkFactory;
 use super::settings::ClusterSettings;
 use super::sm::{SmShared, SmStore};
-use super::types::{position, Member, Raft};
+use super::types::{position, Member, Raft, Vote};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -142,6 +144,8 @@ pub struct Cluster {
     pub(super) verifier: Option<Arc<Verifier>>,
     pub(super) sm: Arc<SmShared>,
     log_stats: Arc<LogStats>,
+    /// The raft log (read here only for its last entry).
+    log: LogStore,
     early: Arc<super::early::EarlyReplication>,
     appends_synced: tokio::sync::watch::Receiver<u64>,
     /// Followers' applied indexes as their append answers report them (flow control).
@@ -149,10 +153,22 @@ pub struct Cluster {
     diverged: AtomicBool,
     /// When this node last accepted entries or a heartbeat from a leader.
     last_leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Snapshots from a leader being installed right now (the leader is busy with this node).
+    installing: AtomicU64,
     pub(super) auth_refused: AtomicU64,
     pub(super) settings: ClusterSettings,
-    /// Serialises snapshot receptions.
-    pub(super) receiving: tokio::sync::Mutex<()>,
+    /// Serialises snapshot receptions; holds the vote of the leader whose transfer is open.
+    pub(super) receiving: tokio::sync::Mutex<Option<Vote>>,
+}
+
+/// Counts a snapshot installation in progress as contact with the leader until dropped.
+pub(super) struct Installing<'a>(&'a Cluster);
+
+impl Drop for Installing<'_> {
+    fn drop(&mut self) {
+        self.0.installing.fetch_sub(1, Ordering::Relaxed);
+        self.0.note_leader_contact();
+    }
 }
 
 impl Cluster {
@@ -201,9 +217,15 @@ impl Cluster {
             followers: Arc::clone(&followers_applied),
             early: Arc::clone(&early),
         };
-        let raft = Raft::new(settings.node_id, Arc::new(config), network, log, sm_store)
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            settings.node_id,
+            Arc::new(config),
+            network,
+            log.clone(),
+            sm_store,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
         early.set_metrics(raft.metrics());
         let me = Member {
             internal_addr: settings.internal_addr.clone(),
@@ -220,14 +242,16 @@ impl Cluster {
             client,
             sm: sm_shared,
             log_stats,
+            log,
             early,
             appends_synced,
             followers_applied,
             diverged: AtomicBool::new(false),
             last_leader_contact: std::sync::Mutex::new(None),
+            installing: AtomicU64::new(0),
             auth_refused: AtomicU64::new(0),
             settings,
-            receiving: tokio::sync::Mutex::new(()),
+            receiving: tokio::sync::Mutex::new(None),
         });
         tokio::spawn(super::bootstrap::run(Arc::clone(&cluster)));
         tokio::spawn(super::election::run(
@@ -283,8 +307,6 @@ impl Cluster {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Whether this node currently believes it leads (no round trip; see
-    /// [`ReplicatedLog::ensure_leader`] for a confirmed answer).
     /// Records that a leader's AppendEntries (or heartbeat) was accepted just now.
     pub(super) fn note_leader_contact(&self) {
         let mut at = self
@@ -294,12 +316,64 @@ impl Cluster {
         *at = Some(std::time::Instant::now());
     }
 
-    /// When a leader's AppendEntries (or heartbeat) was last accepted.
+    /// When a leader's AppendEntries (or heartbeat) was last accepted; now while a leader's
+    /// snapshot is being installed (its replication to this node waits for the install, so
+    /// no heartbeat comes meanwhile).
     pub(super) fn last_leader_contact(&self) -> Option<std::time::Instant> {
+        if self.installing.load(Ordering::Relaxed) > 0 {
+            return Some(std::time::Instant::now());
+        }
         *self
             .last_leader_contact
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A snapshot transfer request came under `vote`: if that is a leader's vote at least as
+    /// new as this node's, it counts as contact with the leader.
+    pub(super) fn note_snapshot_contact(&self, vote: &Vote) -> bool {
+        let mine = self.raft.metrics().borrow().vote;
+        let current =
+            vote.is_committed() && *vote >= mine && vote.leader_id.voted_for() != Some(self.id);
+        if current {
+            self.note_leader_contact();
+        }
+        current
+    }
+
+    /// Marks a leader's snapshot as being installed until the guard is dropped.
+    pub(super) fn installing_snapshot(&self) -> Installing<'_> {
+        self.installing.fetch_add(1, Ordering::Relaxed);
+        Installing(self)
+    }
+
+    /// Whether this node leads and a quorum acknowledged it within the leader lease.
+    pub(super) fn leads_within_lease(&self) -> bool {
+        let lease = Duration::from_millis(openraft_election_timeouts(&self.settings).1);
+        self.is_leader() && self.in_majority_contact(lease)
+    }
+
+    /// The raft log (for reading its last entry).
+    pub(super) fn log_store(&self) -> LogStore {
+        self.log.clone()
+    }
+
+    /// The refusal of `req` if this node leads and a quorum acknowledged it within the leader
+    /// lease. openraft 0.9 renews the lease of a follower that hears its leader but not the
+    /// leader's own, so without this a node that campaigns with an up-to-date log (after a
+    /// pause, say) would be granted the leader's vote and depose a healthy leader. Refusing a
+    /// vote never endangers safety; the candidate learns this node's vote and last log.
+    pub(super) async fn refuse_vote_while_leading(
+        &self,
+        req: &VoteRequest<NodeId>,
+    ) -> Option<VoteResponse<NodeId>> {
+        if req.vote.leader_id.voted_for() == Some(self.id) || !self.leads_within_lease() {
+            return None;
+        }
+        let mine = self.raft.metrics().borrow().vote;
+        let last = self.log.clone().get_log_state().await.ok()?.last_log_id;
+        tracing::debug!(candidate = %req.vote, "vote refused: this node leads with a quorum in touch");
+        Some(VoteResponse::new(mine, last, false))
     }
 
     pub(super) fn raft_metrics(
@@ -341,6 +415,8 @@ impl Cluster {
         at.is_some_and(|t| t.elapsed() <= within)
     }
 
+    /// Whether this node currently believes it leads (no round trip; see
+    /// [`ReplicatedLog::ensure_leader`] for a confirmed answer).
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }

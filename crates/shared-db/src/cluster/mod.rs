@@ -23,6 +23,7 @@ pub mod handle;
 pub mod http_get;
 pub mod log_store;
 pub mod network;
+pub mod prevote;
 pub mod server;
 pub mod settings;
 pub mod sm;

@@ -17,13 +17,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::error::Fatal;
-use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
+use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest, VoteResponse};
 use serde::Deserialize;
 
 use super::auth::{Presented, Verifier, H_BODY, H_NONCE, H_SIGNATURE, H_TIMESTAMP};
 use super::contract::NodeId;
 use super::handle::{AddNode, Cluster, RemoveNode};
 use super::network::{PATH_APPEND, PATH_SNAP_BEGIN, PATH_SNAP_CHUNK, PATH_SNAP_FINISH, PATH_VOTE};
+use super::prevote::{PreVoteRequest, PATH_PREVOTE};
 use super::snapshot::{self, BeginRequest, BeginResponse, FinishRequest};
 use super::types::{Snapshot, SnapshotDir, TypeConfig};
 
@@ -34,6 +36,7 @@ pub fn router(cluster: Arc<Cluster>, extra: Router) -> Router {
     let own = Router::new()
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
+        .route(PATH_PREVOTE, post(prevote))
         .route(PATH_SNAP_BEGIN, post(snap_begin))
         .route(PATH_SNAP_CHUNK, post(snap_chunk))
         .route(PATH_SNAP_FINISH, post(snap_finish))
@@ -148,7 +151,20 @@ async fn vote(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
+    if let Some(refusal) = c.refuse_vote_while_leading(&req).await {
+        let resp: Result<VoteResponse<NodeId>, RaftError<NodeId>> = Ok(refusal);
+        return postcard_response(&resp);
+    }
     postcard_response(&c.raft.vote(req).await)
+}
+
+async fn prevote(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    let req: PreVoteRequest = match postcard::from_bytes(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let quiet = super::prevote::quiet_period(c.settings().heartbeat);
+    postcard_response(&super::prevote::answer(&c, &req, quiet).await)
 }
 
 fn incoming(c: &Cluster) -> PathBuf {
@@ -168,7 +184,8 @@ async fn snap_begin(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     if !snapshot::valid_id(&id) {
         return bad_request("bad snapshot id");
     }
-    let _guard = c.receiving.lock().await;
+    let mut guard = c.receiving.lock().await;
+    *guard = c.note_snapshot_contact(&req.vote).then_some(req.vote);
     let root = incoming(&c);
     // Only one transfer is kept: a different snapshot replaces an interrupted one.
     if let Ok(rd) = std::fs::read_dir(&root) {
@@ -223,7 +240,10 @@ async fn snap_chunk(
     Query(q): Query<ChunkQuery>,
     body: Bytes,
 ) -> Response {
-    let _guard = c.receiving.lock().await;
+    let guard = c.receiving.lock().await;
+    if let Some(vote) = guard.as_ref() {
+        c.note_snapshot_contact(vote);
+    }
     let (_, files) = match load_transfer(&c, &q.id) {
         Ok(t) => t,
         Err(e) => return bad_request(e),
@@ -307,6 +327,9 @@ async fn snap_finish(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     // Runs to the end even if the sender goes away meanwhile.
     let cc = Arc::clone(&c);
     let vote = req.vote;
+    let _installing = c
+        .note_snapshot_contact(&vote)
+        .then(|| c.installing_snapshot());
     let task = tokio::spawn(async move {
         let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
             cc.raft.install_full_snapshot(vote, snap).await;
