@@ -453,6 +453,7 @@ def test_no_acknowledged_write_is_lost_across_leader_kills_and_a_stopped_followe
     assert all(f <= 3.0 for f in failovers), (failovers, cluster.logs())
 
     cluster.wait_converged(timeout=120)
+    seen = []
     for i in range(3):
         conn = cluster.connect(i, database="jepsen")
         a = {r[0] for r in rows(conn, "SELECT id FROM a")}
@@ -462,6 +463,12 @@ def test_no_acknowledged_write_is_lost_across_leader_kills_and_a_stopped_followe
         assert not lost, f"node {i + 1} lost {len(lost)} acknowledged writes"
         assert a == b, f"node {i + 1} has half-applied transactions: {a ^ b}"
         assert a - acked <= unknown, "rows that no client ever sent"
+        seen.append(a)
+    for i in (1, 2):
+        assert seen[i] == seen[0], (
+            f"nodes 1 and {i + 1} differ: only on 1: {sorted(seen[0] - seen[i])}, "
+            f"only on {i + 1}: {sorted(seen[i] - seen[0])}\n{[cluster.try_status(j) for j in range(3)]}"
+        )
     result = checksums(cluster, "jepsen", ["a", "b"])
     assert result[0] == result[1] == result[2]
 

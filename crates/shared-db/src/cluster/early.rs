@@ -14,6 +14,13 @@
 //! - Raft lets a leader send entries it has not persisted yet; what it must not do is count
 //!   itself before they are. openraft still counts the leader only from the log store's flush
 //!   callback.
+//! - Nor may it forget them and reuse their log ids. openraft 0.9 resumes as leader of the
+//!   same term after a restart, trusting that its log holds everything it ever sent; with
+//!   early sending a crash can take an entry its followers already have, and the next entry
+//!   it appended in that term would carry the lost one's log id (seen in the Jepsen test: a
+//!   node kept the restarted leader's barrier in place of a transaction the others applied).
+//!   So a node that led never leads its old term again
+//!   ([`super::log_store::LogStore::step_down_on_restart`]).
 //! - The follower's raft applies every check to an early request (vote, log matching); an
 //!   early request that does not fit is refused there and changes nothing.
 //! - A success answered from an earlier one is a delayed true answer: under the same vote the

@@ -179,6 +179,13 @@ impl Cluster {
         sm: Arc<dyn StateMachine>,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let log = LogStore::open(&settings.raft_dir.join("raft.redb"))?;
+        if log
+            .step_down_on_restart(settings.node_id)
+            .await
+            .map_err(ClusterError::State)?
+        {
+            tracing::info!("this node led when it stopped; it restarts as a follower");
+        }
         let log_stats = log.stats();
         let appends_synced = log.appends_synced();
         let (sm_store, sm_shared) = SmStore::open(sm, log.clone(), &settings.raft_dir)

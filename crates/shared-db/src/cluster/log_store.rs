@@ -20,6 +20,7 @@ use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::contract::NodeId;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use super::wal::Wal;
 
@@ -222,6 +223,26 @@ impl LogStore {
     /// Durably stores a small value in the metadata table (used by the state machine glue).
     pub async fn put_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), String> {
         self.send_wait(|done| Op::Meta { key, value, done }).await
+    }
+
+    /// Run before openraft starts: a node that led when it stopped does not lead that term
+    /// again. Its vote is kept (it still voted for itself in that term) but no longer marked
+    /// committed, so openraft starts it as a follower and it must win a new term to lead.
+    /// Early replication sends entries to followers before the leader's own log holds them;
+    /// after a crash the leader's log can lack an entry its followers have, and leading the
+    /// same term again would give a different entry the same log id (the followers would then
+    /// take the two for one and never replace theirs). Returns whether the vote changed.
+    pub async fn step_down_on_restart(&self, me: NodeId) -> Result<bool, String> {
+        let vote: Option<Vote> = self.get_decoded(K_VOTE)?;
+        match vote {
+            Some(mut v) if v.is_committed() && v.leader_id.voted_for() == Some(me) => {
+                v.committed = false;
+                let bytes = postcard::to_allocvec(&v).map_err(|e| e.to_string())?;
+                self.put_meta(K_VOTE, bytes).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
@@ -596,5 +617,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.send_wait(|done| Op::Purge { upto, record, done })
             .await
             .map_err(io_write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_that_led_restarts_as_a_follower_of_its_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+        let led = Vote::new_committed(3, 2);
+        log.save_vote(&led).await.unwrap();
+        assert!(log.step_down_on_restart(2).await.unwrap());
+        let kept = log.read_vote().await.unwrap().unwrap();
+        assert_eq!(
+            kept.leader_id, led.leader_id,
+            "it still voted for itself in term 3"
+        );
+        assert!(!kept.is_committed());
+        // A follower's vote for another leader is left as it is.
+        let followed = Vote::new_committed(4, 1);
+        log.save_vote(&followed).await.unwrap();
+        assert!(!log.step_down_on_restart(2).await.unwrap());
+        assert_eq!(log.read_vote().await.unwrap(), Some(followed));
     }
 }
