@@ -24,7 +24,7 @@ use super::log_store::{LogStats, LogStore};
 use super::network::NetworkFactory;
 use super::settings::ClusterSettings;
 use super::sm::{SmShared, SmStore};
-use super::types::{position, Member, Raft, Vote};
+use super::types::{position, LogId, Member, Raft, StorageError, Vote};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -360,9 +360,13 @@ impl Cluster {
         self.is_leader() && self.in_majority_contact(lease)
     }
 
-    /// The raft log (for reading its last entry).
-    pub(super) fn log_store(&self) -> LogStore {
-        self.log.clone()
+    /// The last entry of this node's raft log.
+    pub(super) async fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        self.log
+            .clone()
+            .get_log_state()
+            .await
+            .map(|s| s.last_log_id)
     }
 
     /// The refusal of `req` if this node leads and a quorum acknowledged it within the leader
@@ -378,7 +382,7 @@ impl Cluster {
             return None;
         }
         let mine = self.raft.metrics().borrow().vote;
-        let last = self.log.clone().get_log_state().await.ok()?.last_log_id;
+        let last = self.last_log_id().await.ok()?;
         tracing::debug!(candidate = %req.vote, "vote refused: this node leads with a quorum in touch");
         Some(VoteResponse::new(mine, last, false))
     }

@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hyper::Method;
-use openraft::storage::RaftLogStorage;
 use serde::{Deserialize, Serialize};
 
 use super::contract::NodeId;
@@ -41,7 +40,7 @@ pub struct PreVoteResponse {
 
 /// The receiver's answer. `quiet` is how long a follower must have heard no leader.
 pub(super) async fn answer(c: &Cluster, req: &PreVoteRequest, quiet: Duration) -> PreVoteResponse {
-    let last_log_id = last_log_id(c).await;
+    let last_log_id = c.last_log_id().await;
     let leader_in_touch = if c.is_leader() {
         c.leads_within_lease()
     } else {
@@ -49,20 +48,21 @@ pub(super) async fn answer(c: &Cluster, req: &PreVoteRequest, quiet: Duration) -
     };
     let log_ok = match &last_log_id {
         Ok(mine) => req.last_log_id >= *mine,
-        Err(()) => false,
+        Err(_) => false,
     };
+    let granted = log_ok && !leader_in_touch;
+    if !granted {
+        tracing::debug!(
+            candidate = req.candidate,
+            leader_in_touch,
+            log_ok,
+            "pre-vote refused"
+        );
+    }
     PreVoteResponse {
-        granted: log_ok && !leader_in_touch,
+        granted,
         last_log_id: last_log_id.unwrap_or_default(),
     }
-}
-
-async fn last_log_id(c: &Cluster) -> Result<Option<LogId>, ()> {
-    let mut log = c.log_store();
-    log.get_log_state()
-        .await
-        .map(|s| s.last_log_id)
-        .map_err(|_| ())
 }
 
 /// What the other voters said.
@@ -76,7 +76,7 @@ pub struct Outcome {
 
 /// Asks every other voter (at most `timeout` each, in parallel); an unreachable one says no.
 pub(super) async fn ask(c: &Cluster, timeout: Duration) -> Outcome {
-    let Ok(mine) = last_log_id(c).await else {
+    let Ok(mine) = c.last_log_id().await else {
         return Outcome::default();
     };
     let (configs, peers) = {
