@@ -227,11 +227,8 @@ impl LogStore {
 
     /// Run before openraft starts: a node that led when it stopped does not lead that term
     /// again. Its vote is kept (it still voted for itself in that term) but no longer marked
-    /// committed, so openraft starts it as a follower and it must win a new term to lead.
-    /// Early replication sends entries to followers before the leader's own log holds them;
-    /// after a crash the leader's log can lack an entry its followers have, and leading the
-    /// same term again would give a different entry the same log id (the followers would then
-    /// take the two for one and never replace theirs). Returns whether the vote changed.
+    /// committed, so openraft starts it as a follower and it must win a new term to lead
+    /// (why: [`super::early`], "Nor may it forget them"). Returns whether the vote changed.
     pub async fn step_down_on_restart(&self, me: NodeId) -> Result<bool, String> {
         let vote: Option<Vote> = self.get_decoded(K_VOTE)?;
         match vote {
@@ -552,17 +549,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             (Some(_), i) => self.log_id_at(i - 1).map(Some),
         };
         let mut batch = Vec::with_capacity(entries.len());
+        // Copies for the hook only when it will be called.
+        let mut offered = Vec::new();
         {
             let mut pending = self
                 .shared
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            for entry in &entries {
-                let bytes = postcard::to_allocvec(entry).map_err(io_write)?;
+            for entry in entries {
+                let bytes = postcard::to_allocvec(&entry).map_err(io_write)?;
                 let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
                 let index = entry.log_id.index;
-                pending.insert(index, (seq, entry.clone()));
+                if prev.is_some() {
+                    offered.push(entry.clone());
+                }
+                pending.insert(index, (seq, entry));
                 batch.push((index, seq, bytes));
             }
         }
@@ -577,7 +579,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .map_err(io_write)?;
         if let (Some(hook), Some(prev)) = (self.shared.on_append.get(), prev) {
-            hook(prev, entries);
+            hook(prev, offered);
         }
         Ok(())
     }
