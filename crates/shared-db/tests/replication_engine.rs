@@ -502,3 +502,293 @@ async fn a_write_is_announced_before_its_xa_commit_and_covered_by_the_acknowledg
     assert!(sm.wait_applied(3, Duration::from_secs(10)).await);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 1);
 }
+
+/// A transaction of another node's client (origin session `session`), one statement with the
+/// leader's affected rows, in the given time zone.
+fn other_txn(xid: &str, session: u64, sql: &str, affected: u64, tz: &str) -> TxnEntry {
+    let mut s = stmt(sql, Some(affected));
+    s.ctx.time_zone = tz.into();
+    s.ctx.db = Some("app".into());
+    TxnEntry {
+        xid: xid.into(),
+        origin: Origin { node: 1, session },
+        client_caps: 0,
+        statements: vec![s],
+    }
+}
+
+fn entry(body: EntryBody) -> Vec<u8> {
+    LogEntry::new(body).encode()
+}
+
+async fn commits(db: &MariaDb) -> u64 {
+    let mut c = conn(db).await;
+    let r: Option<(String, u64)> = c
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_commit'")
+        .await
+        .unwrap();
+    r.unwrap().1
+}
+
+async fn apply_many(sm: &ReplicaEngine, entries: Vec<(u64, Vec<u8>)>) -> Vec<ApplyReply> {
+    sm.apply_many(entries.into_iter().map(|(i, p)| (pos(i), p)).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ApplyReply::decode(r).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_applies_a_run_of_other_nodes_transactions_in_one_engine_commit() {
+    let db = MariaDb::start().unwrap();
+    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
+    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
+    apply(
+        &sm,
+        2,
+        ddl("CREATE TABLE app.t (id INT PRIMARY KEY, at DATETIME(6), v INT NOT NULL DEFAULT 0)"),
+    )
+    .await;
+
+    // Four entries, five transactions from three sessions, two time zones.
+    let before = commits(&db).await;
+    let replies = apply_many(
+        &sm,
+        vec![
+            (
+                3,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-1",
+                    1,
+                    "INSERT INTO t (id, at) VALUES (1, NOW(6))",
+                    1,
+                    "+00:00",
+                ))),
+            ),
+            (
+                4,
+                entry(EntryBody::Txns {
+                    txns: vec![
+                        other_txn(
+                            "sdb-1-a-2",
+                            2,
+                            "INSERT INTO t (id, at) VALUES (2, NOW(6))",
+                            1,
+                            "+05:00",
+                        ),
+                        other_txn(
+                            "sdb-1-a-3",
+                            3,
+                            "INSERT INTO t (id, at) VALUES (3, NOW(6)), (4, NOW(6))",
+                            2,
+                            "+05:00",
+                        ),
+                    ],
+                }),
+            ),
+            (
+                5,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-4",
+                    1,
+                    "UPDATE t SET v = v + 1 WHERE id >= 2",
+                    3,
+                    "+05:00",
+                ))),
+            ),
+            (
+                6,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-5",
+                    2,
+                    "INSERT INTO t (id, at) VALUES (5, NOW(6))",
+                    1,
+                    "+00:00",
+                ))),
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        replies
+            .iter()
+            .all(|r| matches!(r, ApplyReply::Applied { .. })),
+        "{replies:?}"
+    );
+    assert_eq!(
+        commits(&db).await - before,
+        1,
+        "one engine commit for the whole run"
+    );
+    assert_eq!(sm.last_applied().await.unwrap(), Some(pos(6)));
+    assert_eq!(sm.applied_index(), 6);
+    assert!(sm.diverged().is_none());
+    // Each statement ran in its own context: the session settings that changed between them
+    // (the time zone) were set again, the others were not needed.
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM app.t WHERE at BETWEEN UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE AND UTC_TIMESTAMP(6)").await,
+        2,
+        "ids 1 and 5, in UTC"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM app.t WHERE at > UTC_TIMESTAMP(6) + INTERVAL 4 HOUR"
+        )
+        .await,
+        3,
+        "ids 2, 3, 4 at +05:00"
+    );
+    assert_eq!(count(&db, "SELECT SUM(v) FROM app.t").await, 3);
+
+    // Re-delivered entries change nothing.
+    let replies = apply_many(
+        &sm,
+        vec![(
+            6,
+            entry(EntryBody::Txn(other_txn(
+                "sdb-1-a-5",
+                2,
+                "INSERT INTO t (id, at) VALUES (5, NOW(6))",
+                1,
+                "+00:00",
+            ))),
+        )],
+    )
+    .await;
+    assert!(
+        matches!(replies[..], [ApplyReply::Duplicate]),
+        "{replies:?}"
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_an_outcome_unlike_the_leaders_is_rolled_back_and_the_entry_reported() {
+    let db = MariaDb::start().unwrap();
+    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
+    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
+    apply(
+        &sm,
+        2,
+        ddl("CREATE TABLE app.t (id INT PRIMARY KEY, v INT NOT NULL DEFAULT 0)"),
+    )
+    .await;
+    let replies = apply_many(
+        &sm,
+        vec![
+            (
+                3,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-1",
+                    1,
+                    "INSERT INTO t (id) VALUES (1)",
+                    1,
+                    "SYSTEM",
+                ))),
+            ),
+            // The leader's table had three rows here; this one has one.
+            (
+                4,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-2",
+                    2,
+                    "UPDATE t SET v = v + 1",
+                    3,
+                    "SYSTEM",
+                ))),
+            ),
+            (
+                5,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-3",
+                    1,
+                    "INSERT INTO t (id) VALUES (2)",
+                    1,
+                    "SYSTEM",
+                ))),
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(replies[0], ApplyReply::Applied { .. }),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[1], ApplyReply::Diverged { reason } if reason.contains("entry 4")),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(replies[2], ApplyReply::Diverged { .. }),
+        "{replies:?}"
+    );
+    // Entry 3 applied, entry 4 left nothing, entry 5 never ran.
+    assert_eq!(sm.last_applied().await.unwrap(), Some(pos(3)));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM app.t").await, 1);
+    assert_eq!(count(&db, "SELECT SUM(v) FROM app.t").await, 0);
+    assert!(sm.diverged().is_some_and(|r| r.contains("entry 4")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_a_temporary_table_keeps_its_own_connection() {
+    let db = MariaDb::start().unwrap();
+    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
+    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
+    apply(&sm, 2, ddl("CREATE TABLE app.t (id INT PRIMARY KEY)")).await;
+    // Session 7 (ORIGIN) creates a temporary table that hides app.t in that session.
+    apply(
+        &sm,
+        3,
+        ddl("CREATE TEMPORARY TABLE app.t (id INT PRIMARY KEY)"),
+    )
+    .await;
+    let replies = apply_many(
+        &sm,
+        vec![
+            (
+                4,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-1",
+                    5,
+                    "INSERT INTO t VALUES (1)",
+                    1,
+                    "SYSTEM",
+                ))),
+            ),
+            (
+                5,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-2",
+                    ORIGIN.session,
+                    "INSERT INTO t VALUES (2)",
+                    1,
+                    "SYSTEM",
+                ))),
+            ),
+            (
+                6,
+                entry(EntryBody::Txn(other_txn(
+                    "sdb-1-a-3",
+                    5,
+                    "INSERT INTO t VALUES (3)",
+                    1,
+                    "SYSTEM",
+                ))),
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        replies
+            .iter()
+            .all(|r| matches!(r, ApplyReply::Applied { .. })),
+        "{replies:?}"
+    );
+    // Row 2 went to session 7's temporary table, not to the shared table.
+    let mut c = conn(&db).await;
+    let ids: Vec<i64> = c.query("SELECT id FROM app.t ORDER BY id").await.unwrap();
+    assert_eq!(ids, [1, 3]);
+    assert_eq!(sm.last_applied().await.unwrap(), Some(pos(6)));
+}

@@ -122,6 +122,21 @@ pub trait StateMachine: Send + Sync + 'static {
         payload: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StateMachineError>>;
 
+    /// Applies committed entries in order (one reply each); an implementation may apply
+    /// several in one engine transaction.
+    fn apply_many(
+        &self,
+        entries: Vec<(LogPosition, Vec<u8>)>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StateMachineError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(entries.len());
+            for (pos, payload) in entries {
+                out.push(self.apply(pos, payload).await?);
+            }
+            Ok(out)
+        })
+    }
+
     /// The last entry applied to the engine, as recorded in the engine; `None` when fresh.
     fn last_applied(&self) -> BoxFuture<'_, Result<Option<LogPosition>, StateMachineError>>;
 

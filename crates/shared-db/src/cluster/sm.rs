@@ -242,6 +242,49 @@ fn recovery<'a>(
     }
 }
 
+impl SmStore {
+    /// Applies a run of normal entries through the state machine, pushing their replies.
+    async fn apply_normal(
+        &mut self,
+        entries: Vec<(LogId, Vec<u8>)>,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        let Some(&(last, _)) = entries.last() else {
+            return Ok(());
+        };
+        let first = entries[0].0.index;
+        let n = entries.len();
+        let replies = self
+            .shared
+            .sm
+            .apply_many(
+                entries
+                    .into_iter()
+                    .map(|(id, payload)| (position(&id), payload))
+                    .collect(),
+            )
+            .await
+            .map_err(|e| {
+                let what = if n == 1 {
+                    format!("applying entry {first}")
+                } else {
+                    format!("applying entries {first}..={}", last.index)
+                };
+                sm_err(self.shared.fail(&what, e))
+            })?;
+        if replies.len() != n {
+            return Err(sm_err(self.shared.fail(
+                "applying entries",
+                format!("{} replies for {n} entries", replies.len()),
+            )));
+        }
+        out.extend(replies);
+        self.shared.lock().applied = Some(last);
+        self.shared.applied_tx.send_replace(last.index);
+        Ok(())
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for SmStore {
     type SnapshotBuilder = Builder;
 
@@ -256,21 +299,18 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I::IntoIter: Send,
     {
         let mut out = Vec::new();
+        // Consecutive normal entries go to the state machine together.
+        let mut normal: Vec<(LogId, Vec<u8>)> = Vec::new();
         for entry in entries {
             let id = entry.log_id;
+            if let EntryPayload::Normal(payload) = entry.payload {
+                normal.push((id, payload));
+                continue;
+            }
+            self.apply_normal(std::mem::take(&mut normal), &mut out)
+                .await?;
             match entry.payload {
-                EntryPayload::Normal(payload) => {
-                    let r = self
-                        .shared
-                        .sm
-                        .apply(position(&id), payload)
-                        .await
-                        .map_err(|e| {
-                            sm_err(self.shared.fail(&format!("applying entry {}", id.index), e))
-                        })?;
-                    self.shared.lock().applied = Some(id);
-                    out.push(r);
-                }
+                EntryPayload::Normal(_) => {}
                 EntryPayload::Blank => {
                     self.shared.lock().applied = Some(id);
                     self.shared.persist().await.map_err(sm_err)?;
@@ -293,6 +333,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             }
             self.shared.applied_tx.send_replace(id.index);
         }
+        self.apply_normal(normal, &mut out).await?;
         Ok(out)
     }
 

@@ -3,12 +3,14 @@
 //! One applier applies committed entries strictly in log order. A transaction entry runs on
 //! the connection of its origin session (so temporary tables and session state carry over, as
 //! on MariaDB's replica SQL thread), each statement after its context `SET`, and the applied
-//! position is written in the same engine transaction. The leader recognises its own prepared
+//! position is written in the same engine transaction; runs of other nodes' plain transactions
+//! go to the engine together instead (`replication::bulk_apply`: one engine transaction and one
+//! round trip for the run, falling back to one at a time). The leader recognises its own prepared
 //! XA transaction and commits it instead of running it again. Each statement's outcome (error
 //! code, affected rows) is compared with the leader's; on a mismatch the node marks itself
 //! diverged (persisted in `flux_meta`), stops touching the engine and keeps answering `Ok`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use std::time::Duration;
 use mysql_common::constants::CapabilityFlags;
 use tokio::sync::watch;
 
+use super::bulk_apply::{self, RunOutcome, SharedConn};
 use super::context::quote_ident;
 use super::entry::{
     ApplyReply, DdlEntry, EntryBody, LogEntry, LoggedStatement, Origin, Outcome, TxnEntry,
@@ -142,6 +145,12 @@ impl XaRegistry {
 struct Inner {
     meta: Option<Backend>,
     sessions: HashMap<Origin, Backend>,
+    /// Connections for bulk runs (`replication::bulk_apply`), by whether they count found
+    /// rows (`CLIENT_FOUND_ROWS`).
+    shared: HashMap<bool, SharedConn>,
+    /// Origin sessions that created a temporary table here: their transactions run on their
+    /// own connection.
+    temp_origins: HashSet<Origin>,
     last: Option<LogPosition>,
     /// This node's DDL outcomes by log index, until the leader's outcome arrives (`None`: the
     /// DDL may have run before a crash, outcome unknown).
@@ -237,6 +246,8 @@ impl ReplicaEngine {
             inner: tokio::sync::Mutex::new(Inner {
                 meta: Some(b),
                 sessions: HashMap::new(),
+                shared: HashMap::new(),
+                temp_origins: HashSet::new(),
                 last,
                 ddl_outcomes: HashMap::new(),
                 ddl_inflight,
@@ -346,16 +357,143 @@ impl ReplicaEngine {
         }
     }
 
+    /// Applies committed entries in order: runs of other nodes' plain transactions in bulk
+    /// (one engine transaction each), everything else one entry at a time.
+    async fn apply_entries(
+        &self,
+        entries: &[(LogPosition, Vec<u8>)],
+    ) -> Result<Vec<ApplyReply>, StateMachineError> {
+        let decoded = entries
+            .iter()
+            .map(|(pos, payload)| {
+                LogEntry::decode(payload).map(|e| (*pos, e)).map_err(|e| {
+                    StateMachineError::CorruptEntry {
+                        index: pos.index,
+                        reason: e.to_string(),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut inner = self.inner.lock().await;
+        let mut out = Vec::with_capacity(decoded.len());
+        let mut i = 0;
+        while i < decoded.len() {
+            let end = self.bulk_run_end(&inner, &decoded[i..]) + i;
+            if end > i && self.apply_bulk(&mut inner, &decoded[i..end]).await {
+                out.extend((i..end).map(|_| ApplyReply::Applied { outcome: None }));
+                i = end;
+                continue;
+            }
+            for (pos, entry) in &decoded[i..end.max(i + 1)] {
+                out.push(self.apply_entry(&mut inner, *pos, entry).await?);
+            }
+            i = end.max(i + 1);
+        }
+        Ok(out)
+    }
+
+    /// How many of `entries`, from the first, can run as one bulk run (0: the first cannot).
+    fn bulk_run_end(&self, inner: &Inner, entries: &[(LogPosition, LogEntry)]) -> usize {
+        if self.diverged_flag.load(Ordering::Acquire) {
+            return 0;
+        }
+        let own = format!("sdb-{}-", self.node_id);
+        let mut found_rows = None;
+        let (mut txns, mut bytes) = (0, 0);
+        for (n, (pos, entry)) in entries.iter().enumerate() {
+            let list: &[TxnEntry] = match &entry.body {
+                EntryBody::Txn(t) => std::slice::from_ref(t),
+                EntryBody::Txns { txns } => txns,
+                _ => return n,
+            };
+            let fresh = inner.last.is_none_or(|l| l.index < pos.index)
+                && inner
+                    .group_progress
+                    .is_none_or(|(index, _)| index != pos.index);
+            let fits = list.iter().all(|t| {
+                let rows = applier_caps(t.client_caps).contains(CapabilityFlags::CLIENT_FOUND_ROWS);
+                bulk_apply::can_run_in_bulk(t, &own, &inner.temp_origins)
+                    && *found_rows.get_or_insert(rows) == rows
+            });
+            txns += list.len();
+            bytes += list
+                .iter()
+                .flat_map(|t| &t.statements)
+                .map(|s| s.sql.len() + 256)
+                .sum::<usize>();
+            let full =
+                n > 0 && (txns > bulk_apply::MAX_RUN_TXNS || bytes > bulk_apply::MAX_RUN_BYTES);
+            if !fresh || !fits || full {
+                return n;
+            }
+        }
+        entries.len()
+    }
+
+    /// Applies `entries` (all bulk-eligible) as one engine transaction. False when that did not
+    /// happen (rolled back, or the engine is unreachable): the caller applies them one at a
+    /// time.
+    async fn apply_bulk(&self, inner: &mut Inner, entries: &[(LogPosition, LogEntry)]) -> bool {
+        let Some((last, _)) = entries.last() else {
+            return true;
+        };
+        let txns: Vec<&TxnEntry> = entries
+            .iter()
+            .flat_map(|(_, e)| match &e.body {
+                EntryBody::Txn(t) => std::slice::from_ref(t),
+                EntryBody::Txns { txns } => txns.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        let Some(found_rows) = txns
+            .first()
+            .map(|t| applier_caps(t.client_caps).contains(CapabilityFlags::CLIENT_FOUND_ROWS))
+        else {
+            return false;
+        };
+        if self.flush_pending(inner).await.is_err() {
+            return false;
+        }
+        let shared = match inner.shared.entry(found_rows) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let caps = if found_rows {
+                    CapabilityFlags::CLIENT_FOUND_ROWS.bits()
+                } else {
+                    0
+                };
+                match connect(&self.target, caps, None).await {
+                    Ok(b) => v.insert(SharedConn::new(b)),
+                    Err(_) => return false,
+                }
+            }
+        };
+        match bulk_apply::run(shared, &txns, &meta::position_sql(*last)).await {
+            Ok(RunOutcome::RolledBack) => false,
+            Ok(outcome) => {
+                if let RunOutcome::CommittedDiffering(reason) = outcome {
+                    let reason =
+                        format!("entries {}..={}: {reason}", entries[0].0.index, last.index);
+                    self.mark_diverged(inner, reason).await;
+                }
+                inner.last = Some(*last);
+                self.applied.send_replace(last.index);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bulk apply lost its connection");
+                inner.shared.remove(&found_rows);
+                false
+            }
+        }
+    }
+
     async fn apply_entry(
         &self,
+        inner: &mut Inner,
         pos: LogPosition,
-        payload: &[u8],
+        entry: &LogEntry,
     ) -> Result<ApplyReply, StateMachineError> {
-        let entry = LogEntry::decode(payload).map_err(|e| StateMachineError::CorruptEntry {
-            index: pos.index,
-            reason: e.to_string(),
-        })?;
-        let mut inner = self.inner.lock().await;
         if inner.last.is_some_and(|l| l.index >= pos.index) {
             return Ok(ApplyReply::Duplicate);
         }
@@ -364,7 +502,7 @@ impl ReplicaEngine {
         }
         let deadline = tokio::time::Instant::now() + ENGINE_WAIT;
         loop {
-            match self.step(&mut inner, pos, &entry.body).await {
+            match self.step(inner, pos, &entry.body).await {
                 Step::Done(reply) => {
                     tracing::debug!(node = self.node_id, index = pos.index, ?reply, "applied");
                     if !matches!(reply, ApplyReply::Diverged { .. }) {
@@ -378,12 +516,14 @@ impl ReplicaEngine {
                     // engine recorded.
                     inner.meta = None;
                     inner.sessions.clear();
+                    inner.shared.clear();
+                    inner.temp_origins.clear();
                     if tokio::time::Instant::now() >= deadline {
                         return Err(StateMachineError::Engine(e.to_string()));
                     }
                     tracing::warn!(index = pos.index, error = %e, "engine unavailable while applying; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    match self.reload(&mut inner).await {
+                    match self.reload(inner).await {
                         Ok(Some(last)) if last.index >= pos.index => {
                             inner.last = Some(last);
                             self.applied.send_replace(last.index);
@@ -430,6 +570,7 @@ impl ReplicaEngine {
             EntryBody::Barrier { leader, .. } => self.barrier(inner, pos, *leader).await,
             EntryBody::SessionEnd { origin } => {
                 inner.sessions.remove(origin);
+                inner.temp_origins.remove(origin);
                 self.record(inner, pos)
                     .await
                     .map(|_| ApplyReply::Applied { outcome: None })
@@ -549,8 +690,14 @@ impl ReplicaEngine {
             .await?;
         let conn = self.session(inner, d.origin, d.client_caps).await?;
         let outcome = run_statement(conn, &d.statement).await?;
-        if !crate::sql::targets::is_temporary_table_ddl(&d.statement.sql) {
+        if crate::sql::targets::is_temporary_table_ddl(&d.statement.sql) {
+            inner.temp_origins.insert(d.origin);
+        } else {
             self.ddl_epoch.fetch_add(1, Ordering::AcqRel);
+            inner
+                .shared
+                .values_mut()
+                .for_each(SharedConn::forget_settings);
         }
         self.record(inner, pos).await?;
         inner
@@ -744,6 +891,8 @@ impl ReplicaEngine {
     async fn reset_sessions(&self) {
         let mut inner = self.inner.lock().await;
         inner.sessions.clear();
+        inner.shared.clear();
+        inner.temp_origins.clear();
     }
 }
 
@@ -760,7 +909,7 @@ const BATCH_BYTES: usize = 1 << 20;
 /// A logged statement another may follow in the same multi-statement query: it succeeded on the
 /// leader (a failing one ends the batch anyway) and has no `;` or comment that could swallow
 /// or split what comes after it.
-fn can_be_followed(stmt: &LoggedStatement) -> bool {
+pub(super) fn can_be_followed(stmt: &LoggedStatement) -> bool {
     let sql = &stmt.sql;
     stmt.outcome.as_ref().is_some_and(|o| o.error == 0)
         && !sql.contains([';', '#'])
@@ -887,11 +1036,22 @@ impl StateMachine for ReplicaEngine {
         payload: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StateMachineError>> {
         Box::pin(async move {
+            let mut replies = self.apply_many(vec![(pos, payload)]).await?;
+            Ok(replies.pop().unwrap_or_default())
+        })
+    }
+
+    fn apply_many(
+        &self,
+        entries: Vec<(LogPosition, Vec<u8>)>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StateMachineError>> {
+        Box::pin(async move {
             // The re-sync gate first: a paused entry must not hold the snapshot lock the
             // re-sync's install needs.
             let _resync = self.resync_gate.read().await;
             let _snap = self.snapshot_lock.lock().await;
-            self.apply_entry(pos, &payload).await.map(|r| r.encode())
+            let replies = self.apply_entries(&entries).await?;
+            Ok(replies.into_iter().map(|r| r.encode()).collect())
         })
     }
 

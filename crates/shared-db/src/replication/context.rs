@@ -115,6 +115,13 @@ impl StatementContext {
     /// The `SET` statement that reproduces this context on an applier connection (the default
     /// database is switched separately).
     pub fn to_set_sql(&self) -> String {
+        self.to_set_sql_after(None)
+    }
+
+    /// The `SET` statement that reproduces this context on a connection where `prev`'s was
+    /// the last one set: the per-statement values always, the session settings only where
+    /// they differ from `prev`'s (all of them without `prev`).
+    pub fn to_set_sql_after(&self, prev: Option<&StatementContext>) -> String {
         let mut s = String::with_capacity(256);
         let _ = write!(
             s,
@@ -124,19 +131,44 @@ impl StatementContext {
         if let Some(id) = self.insert_id {
             let _ = write!(s, ", INSERT_ID={id}");
         }
-        let _ = write!(
-            s,
-            ", @@session.sql_mode={}, @@session.time_zone={}, \
-             @@session.character_set_client={}, @@session.collation_connection={}, \
-             @@session.foreign_key_checks={}, @@session.unique_checks={}",
-            quote(&self.sql_mode),
-            quote(&self.time_zone),
-            plain_name(&self.character_set_client, "utf8mb4"),
-            plain_name(&self.collation_connection, "utf8mb4_general_ci"),
-            u8::from(self.foreign_key_checks),
-            u8::from(self.unique_checks),
-        );
-        if let Some(id) = self.thread_id {
+        if prev.is_none_or(|p| p.sql_mode != self.sql_mode) {
+            let _ = write!(s, ", @@session.sql_mode={}", quote(&self.sql_mode));
+        }
+        if prev.is_none_or(|p| p.time_zone != self.time_zone) {
+            let _ = write!(s, ", @@session.time_zone={}", quote(&self.time_zone));
+        }
+        if prev.is_none_or(|p| p.character_set_client != self.character_set_client) {
+            let _ = write!(
+                s,
+                ", @@session.character_set_client={}",
+                plain_name(&self.character_set_client, "utf8mb4")
+            );
+        }
+        if prev.is_none_or(|p| p.collation_connection != self.collation_connection) {
+            let _ = write!(
+                s,
+                ", @@session.collation_connection={}",
+                plain_name(&self.collation_connection, "utf8mb4_general_ci")
+            );
+        }
+        if prev.is_none_or(|p| p.foreign_key_checks != self.foreign_key_checks) {
+            let _ = write!(
+                s,
+                ", @@session.foreign_key_checks={}",
+                u8::from(self.foreign_key_checks)
+            );
+        }
+        if prev.is_none_or(|p| p.unique_checks != self.unique_checks) {
+            let _ = write!(
+                s,
+                ", @@session.unique_checks={}",
+                u8::from(self.unique_checks)
+            );
+        }
+        if let Some(id) = self
+            .thread_id
+            .filter(|_| prev.is_none_or(|p| p.thread_id != self.thread_id))
+        {
             let _ = write!(s, ", @@session.pseudo_thread_id={id}");
         }
         for (name, value) in &self.user_vars {

@@ -18,6 +18,7 @@
 
 pub mod applier;
 pub mod binary_rows;
+pub mod bulk_apply;
 pub mod context;
 pub mod cursor;
 pub mod entry;
