@@ -59,6 +59,20 @@ pub fn applier_caps(client_caps: u32) -> CapabilityFlags {
     }
 }
 
+/// Whether connections for a client with `caps` count found rows (`CLIENT_FOUND_ROWS`).
+fn counts_found_rows(caps: u32) -> bool {
+    applier_caps(caps).contains(CapabilityFlags::CLIENT_FOUND_ROWS)
+}
+
+/// The transactions of a transaction entry (`None` for other entries).
+fn txns_of(body: &EntryBody) -> Option<&[TxnEntry]> {
+    match body {
+        EntryBody::Txn(t) => Some(std::slice::from_ref(t)),
+        EntryBody::Txns { txns } => Some(txns),
+        _ => None,
+    }
+}
+
 /// Prepared XA transactions of this process's executor, by xid: the applier commits them on
 /// the connection that prepared them when their entry is applied.
 #[derive(Default)]
@@ -401,17 +415,15 @@ impl ReplicaEngine {
         let mut found_rows = None;
         let (mut txns, mut bytes) = (0, 0);
         for (n, (pos, entry)) in entries.iter().enumerate() {
-            let list: &[TxnEntry] = match &entry.body {
-                EntryBody::Txn(t) => std::slice::from_ref(t),
-                EntryBody::Txns { txns } => txns,
-                _ => return n,
+            let Some(list) = txns_of(&entry.body) else {
+                return n;
             };
             let fresh = inner.last.is_none_or(|l| l.index < pos.index)
                 && inner
                     .group_progress
                     .is_none_or(|(index, _)| index != pos.index);
             let fits = list.iter().all(|t| {
-                let rows = applier_caps(t.client_caps).contains(CapabilityFlags::CLIENT_FOUND_ROWS);
+                let rows = counts_found_rows(t.client_caps);
                 bulk_apply::can_run_in_bulk(t, &own, &inner.temp_origins)
                     && *found_rows.get_or_insert(rows) == rows
             });
@@ -439,29 +451,18 @@ impl ReplicaEngine {
         };
         let txns: Vec<&TxnEntry> = entries
             .iter()
-            .flat_map(|(_, e)| match &e.body {
-                EntryBody::Txn(t) => std::slice::from_ref(t),
-                EntryBody::Txns { txns } => txns.as_slice(),
-                _ => &[],
-            })
+            .flat_map(|(_, e)| txns_of(&e.body).unwrap_or_default())
             .collect();
-        let Some(found_rows) = txns
-            .first()
-            .map(|t| applier_caps(t.client_caps).contains(CapabilityFlags::CLIENT_FOUND_ROWS))
-        else {
+        let Some(caps) = txns.first().map(|t| t.client_caps) else {
             return false;
         };
         if self.flush_pending(inner).await.is_err() {
             return false;
         }
+        let found_rows = counts_found_rows(caps);
         let shared = match inner.shared.entry(found_rows) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let caps = if found_rows {
-                    CapabilityFlags::CLIENT_FOUND_ROWS.bits()
-                } else {
-                    0
-                };
                 match connect(&self.target, caps, None).await {
                     Ok(b) => v.insert(SharedConn::new(b)),
                     Err(_) => return false,

@@ -36,7 +36,7 @@ pub const MAX_RUN_BYTES: usize = 1 << 20;
 /// A connection shared by every origin whose transactions can run in bulk, and what it has
 /// set so far.
 pub struct SharedConn {
-    pub conn: Backend,
+    conn: Backend,
     /// The default database selected on the connection (`None`: not known).
     db: Option<String>,
     /// The last context set on the connection (`None`: nothing known; the next `SET` is full).
