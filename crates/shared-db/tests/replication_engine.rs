@@ -377,9 +377,7 @@ fn group(txns: &[(&str, u64, &str)]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_entries_apply_each_transaction_exactly_once_across_restarts() {
     let db = MariaDb::start().unwrap();
-    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
-    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
-    apply(&sm, 2, ddl("CREATE TABLE app.t (id INT PRIMARY KEY)")).await;
+    let sm = follower_with_table(&db, "CREATE TABLE app.t (id INT PRIMARY KEY)").await;
 
     // A follower applies a group of three transactions from three sessions.
     let r = apply(
@@ -521,6 +519,20 @@ fn entry(body: EntryBody) -> Vec<u8> {
     LogEntry::new(body).encode()
 }
 
+/// An entry holding one [`other_txn`].
+fn single_txn(xid: &str, session: u64, sql: &str, affected: u64, tz: &str) -> Vec<u8> {
+    entry(EntryBody::Txn(other_txn(xid, session, sql, affected, tz)))
+}
+
+/// A follower (node 2) on a fresh engine, with `app` and the table `create` makes (entries 1
+/// and 2).
+async fn follower_with_table(db: &MariaDb, create: &str) -> Arc<ReplicaEngine> {
+    let sm = ReplicaEngine::open(target(db), 2).await.unwrap();
+    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
+    apply(&sm, 2, ddl(create)).await;
+    sm
+}
+
 async fn commits(db: &MariaDb) -> u64 {
     let mut c = conn(db).await;
     let r: Option<(String, u64)> = c
@@ -542,12 +554,9 @@ async fn apply_many(sm: &ReplicaEngine, entries: Vec<(u64, Vec<u8>)>) -> Vec<App
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_applies_a_run_of_other_nodes_transactions_in_one_engine_commit() {
     let db = MariaDb::start().unwrap();
-    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
-    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
-    apply(
-        &sm,
-        2,
-        ddl("CREATE TABLE app.t (id INT PRIMARY KEY, at DATETIME(6), v INT NOT NULL DEFAULT 0)"),
+    let sm = follower_with_table(
+        &db,
+        "CREATE TABLE app.t (id INT PRIMARY KEY, at DATETIME(6), v INT NOT NULL DEFAULT 0)",
     )
     .await;
 
@@ -558,13 +567,13 @@ async fn a_follower_applies_a_run_of_other_nodes_transactions_in_one_engine_comm
         vec![
             (
                 3,
-                entry(EntryBody::Txn(other_txn(
+                single_txn(
                     "sdb-1-a-1",
                     1,
                     "INSERT INTO t (id, at) VALUES (1, NOW(6))",
                     1,
                     "+00:00",
-                ))),
+                ),
             ),
             (
                 4,
@@ -589,23 +598,23 @@ async fn a_follower_applies_a_run_of_other_nodes_transactions_in_one_engine_comm
             ),
             (
                 5,
-                entry(EntryBody::Txn(other_txn(
+                single_txn(
                     "sdb-1-a-4",
                     1,
                     "UPDATE t SET v = v + 1 WHERE id >= 2",
                     3,
                     "+05:00",
-                ))),
+                ),
             ),
             (
                 6,
-                entry(EntryBody::Txn(other_txn(
+                single_txn(
                     "sdb-1-a-5",
                     2,
                     "INSERT INTO t (id, at) VALUES (5, NOW(6))",
                     1,
                     "+00:00",
-                ))),
+                ),
             ),
         ],
     )
@@ -647,13 +656,13 @@ async fn a_follower_applies_a_run_of_other_nodes_transactions_in_one_engine_comm
         &sm,
         vec![(
             6,
-            entry(EntryBody::Txn(other_txn(
+            single_txn(
                 "sdb-1-a-5",
                 2,
                 "INSERT INTO t (id, at) VALUES (5, NOW(6))",
                 1,
                 "+00:00",
-            ))),
+            ),
         )],
     )
     .await;
@@ -667,12 +676,9 @@ async fn a_follower_applies_a_run_of_other_nodes_transactions_in_one_engine_comm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_with_an_outcome_unlike_the_leaders_is_rolled_back_and_the_entry_reported() {
     let db = MariaDb::start().unwrap();
-    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
-    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
-    apply(
-        &sm,
-        2,
-        ddl("CREATE TABLE app.t (id INT PRIMARY KEY, v INT NOT NULL DEFAULT 0)"),
+    let sm = follower_with_table(
+        &db,
+        "CREATE TABLE app.t (id INT PRIMARY KEY, v INT NOT NULL DEFAULT 0)",
     )
     .await;
     let replies = apply_many(
@@ -680,34 +686,16 @@ async fn a_run_with_an_outcome_unlike_the_leaders_is_rolled_back_and_the_entry_r
         vec![
             (
                 3,
-                entry(EntryBody::Txn(other_txn(
-                    "sdb-1-a-1",
-                    1,
-                    "INSERT INTO t (id) VALUES (1)",
-                    1,
-                    "SYSTEM",
-                ))),
+                single_txn("sdb-1-a-1", 1, "INSERT INTO t (id) VALUES (1)", 1, "SYSTEM"),
             ),
             // The leader's table had three rows here; this one has one.
             (
                 4,
-                entry(EntryBody::Txn(other_txn(
-                    "sdb-1-a-2",
-                    2,
-                    "UPDATE t SET v = v + 1",
-                    3,
-                    "SYSTEM",
-                ))),
+                single_txn("sdb-1-a-2", 2, "UPDATE t SET v = v + 1", 3, "SYSTEM"),
             ),
             (
                 5,
-                entry(EntryBody::Txn(other_txn(
-                    "sdb-1-a-3",
-                    1,
-                    "INSERT INTO t (id) VALUES (2)",
-                    1,
-                    "SYSTEM",
-                ))),
+                single_txn("sdb-1-a-3", 1, "INSERT INTO t (id) VALUES (2)", 1, "SYSTEM"),
             ),
         ],
     )
@@ -734,9 +722,7 @@ async fn a_run_with_an_outcome_unlike_the_leaders_is_rolled_back_and_the_entry_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_with_a_temporary_table_keeps_its_own_connection() {
     let db = MariaDb::start().unwrap();
-    let sm = ReplicaEngine::open(target(&db), 2).await.unwrap();
-    apply(&sm, 1, ddl("CREATE DATABASE app")).await;
-    apply(&sm, 2, ddl("CREATE TABLE app.t (id INT PRIMARY KEY)")).await;
+    let sm = follower_with_table(&db, "CREATE TABLE app.t (id INT PRIMARY KEY)").await;
     // Session 7 (ORIGIN) creates a temporary table that hides app.t in that session.
     apply(
         &sm,
@@ -749,33 +735,21 @@ async fn a_session_with_a_temporary_table_keeps_its_own_connection() {
         vec![
             (
                 4,
-                entry(EntryBody::Txn(other_txn(
-                    "sdb-1-a-1",
-                    5,
-                    "INSERT INTO t VALUES (1)",
-                    1,
-                    "SYSTEM",
-                ))),
+                single_txn("sdb-1-a-1", 5, "INSERT INTO t VALUES (1)", 1, "SYSTEM"),
             ),
             (
                 5,
-                entry(EntryBody::Txn(other_txn(
+                single_txn(
                     "sdb-1-a-2",
                     ORIGIN.session,
                     "INSERT INTO t VALUES (2)",
                     1,
                     "SYSTEM",
-                ))),
+                ),
             ),
             (
                 6,
-                entry(EntryBody::Txn(other_txn(
-                    "sdb-1-a-3",
-                    5,
-                    "INSERT INTO t VALUES (3)",
-                    1,
-                    "SYSTEM",
-                ))),
+                single_txn("sdb-1-a-3", 5, "INSERT INTO t VALUES (3)", 1, "SYSTEM"),
             ),
         ],
     )
